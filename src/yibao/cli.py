@@ -1,0 +1,173 @@
+"""Command line: ``yibao settle | explain | policy check | policy show | demo``.
+
+Exit status: 0 success, 1 settlement refused by an eligibility gate, 2 bad
+input (request, policy or catalogue) with the offending field named on stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from .catalog import Catalog, load_demo_catalog
+from .engine import Engine, parse_request
+from .errors import RequestError, SettlementRefused, YibaoError
+from .money import format_bp, format_fen
+from .policy import PolicyStore
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="yibao: medical insurance settlement.")
+policy_app = typer.Typer(no_args_is_help=True, help="Validate and inspect policy files.")
+app.add_typer(policy_app, name="policy")
+
+PolicyDirOpt = Annotated[
+    Path | None, typer.Option("--policy-dir", help="Directory of policy YAML files (default: bundled presets).")
+]
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Catalogue CSV (default: bundled demo catalogue).")]
+LangOpt = Annotated[str, typer.Option("--lang", help="zh or en.")]
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+def _bundled_policies() -> Path:
+    return Path(str(resources.files("yibao").joinpath("data/policies")))
+
+
+def _fail(exc: YibaoError) -> NoReturn:
+    if isinstance(exc, SettlementRefused):
+        payload: dict[str, Any] = {
+            "error": exc.code,
+            "reasons": [{"code": r.code, "message": r.message} for r in exc.reasons],
+        }
+        status = 1
+    else:
+        payload = {"error": exc.code, "message": str(exc)}
+        if isinstance(exc, RequestError):
+            payload["field"] = exc.field
+        status = 2
+    typer.echo(json.dumps(payload, ensure_ascii=False), err=True)
+    raise typer.Exit(status)
+
+
+def _engine(policy_dir: Path | None, catalog: Path | None) -> Engine:
+    store = PolicyStore.load_dir(policy_dir or _bundled_policies())
+    cat = Catalog.from_csv(catalog) if catalog else load_demo_catalog()
+    return Engine(store, cat)
+
+
+def _read_request(path: Path) -> Any:
+    try:
+        raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1) if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        raise RequestError("", f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise RequestError("", f"request larger than {MAX_REQUEST_BYTES} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestError("", "request is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError("", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def _settle(request: Path, policy_dir: Path | None, catalog: Path | None) -> Any:
+    try:
+        data = _read_request(request)
+        engine = _engine(policy_dir, catalog)
+        return engine.settle(parse_request(data))
+    except YibaoError as exc:
+        _fail(exc)
+
+
+@app.command()
+def settle(
+    request: Annotated[Path, typer.Argument(help="Request JSON file, or - for stdin.")],
+    policy_dir: PolicyDirOpt = None,
+    catalog: CatalogOpt = None,
+    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Include the structured trace.")] = True,
+) -> None:
+    """Settle a request and print the result as JSON (writes nothing anywhere)."""
+    result = _settle(request, policy_dir, catalog)
+    typer.echo(json.dumps(result.to_json(trace=trace), ensure_ascii=False, indent=2))
+
+
+@app.command()
+def explain(
+    request: Annotated[Path, typer.Argument(help="Request JSON file, or - for stdin.")],
+    policy_dir: PolicyDirOpt = None,
+    catalog: CatalogOpt = None,
+    lang: LangOpt = "zh",
+) -> None:
+    """Settle a request and print the explanation as readable text."""
+    if lang not in ("zh", "en"):
+        _fail(RequestError("--lang", "must be zh or en"))
+    result = _settle(request, policy_dir, catalog)
+    typer.echo("\n".join(result.explain("zh" if lang == "zh" else "en")))
+    for detail in result.details:
+        typer.echo(f"  [{detail.fund_pay_type}] {detail.fund_pay_type_name}: {format_fen(detail.fund_payamt_fen)}")
+
+
+@policy_app.command("check")
+def policy_check(directory: Annotated[Path, typer.Argument(help="Directory of policy YAML files.")]) -> None:
+    """Validate every policy file at every date on which any value changes."""
+    try:
+        store = PolicyStore.load_dir(directory)
+    except YibaoError as exc:
+        _fail(exc)
+    for code, rf in sorted(store.regions.items()):
+        versions = ", ".join(d.isoformat() for d in store.versions(code))
+        typer.echo(f"ok  {code} {rf.name}  ({rf.file}; versions from {versions})")
+
+
+@policy_app.command("show")
+def policy_show(
+    region: Annotated[str, typer.Argument(help="6-digit region code.")],
+    date: Annotated[str, typer.Option("--date", help="Service date YYYY-MM-DD.")],
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Print the parameters in force for REGION on --date, each with its source."""
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        _fail(RequestError("--date", f"not a date: {date!r}"))
+    try:
+        policy = PolicyStore.load_dir(policy_dir or _bundled_policies()).resolve(region, day)
+    except YibaoError as exc:
+        _fail(exc)
+    typer.echo(f"# {policy.name} ({policy.region}), chain {' → '.join(policy.chain)}")
+    end = policy.effective_to.isoformat() if policy.effective_to else "open"
+    typer.echo(f"# version {policy.version}, in force {policy.effective_from} … {end}")
+    for key, source in policy.sources.items():
+        value = policy.values.get(key)
+        ref = source.reference
+        cite = f"{ref.title} [{ref.status}]" + (f" {ref.url}" if ref.url else "") if ref else "(no reference)"
+        since = f" from {source.effective_from}" if source.effective_from else ""
+        shown = "null" if value is None else str(value)
+        typer.echo(f"{key} = {shown}    ← {source.file}{since}; {cite}")
+
+
+@app.command()
+def demo() -> None:
+    """Settle the bundled demo bill and print the result and its explanation."""
+    path = Path(str(resources.files("yibao").joinpath("data/demo/request.json")))
+    result = _settle(path, None, None)
+    info = result.setlinfo()
+    typer.echo("== setlinfo ==")
+    for key in ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",
+                "act_pay_dedc", "hifp_pay", "hifob_pay", "hifmi_pay", "maf_pay", "fund_pay_sumamt",
+                "psn_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay", "balc"):  # fmt: skip
+        typer.echo(f"  {key:<18} {info[key]:>12}")
+    typer.echo(f"  {'pool_prop_selfpay':<18} {format_bp(result.pool_prop_selfpay):>12}")
+    typer.echo("== 结算说明 ==")
+    for line in result.explain("zh"):
+        typer.echo(f"  {line}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,358 @@
+"""The settlement request: national field names in, validated immutable values out.
+
+The JSON shape is documented in ``docs/request-result.md``. Every rejection names
+the offending field (``feedetail[3].cnt``) and the reason; nothing is guessed.
+HIS systems send codes as numbers or strings and optional fields as ``""``:
+both are accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import RequestError
+from ..money import MAX_AMOUNT_FEN, format_fen, parse_bp, parse_fen
+
+__all__ = [
+    "MAX_FAMILY_ACCOUNTS",
+    "MAX_LINES",
+    "FamilyAccount",
+    "FeeLine",
+    "SettlementRequest",
+    "parse_request",
+]
+
+#: Fee lines in one settlement; a long inpatient stay has a few thousand.
+MAX_LINES = 20_000
+MAX_FAMILY_ACCOUNTS = 20
+MAX_ACCUMULATORS = 500
+_REGION_RE = re.compile(r"^\d{6}$")
+_CODE_RE = re.compile(r"^[0-9A-Za-z._-]{1,50}$")
+_ACC_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\.(visit_cnt|[a-z][a-z0-9_]{0,23}_amt)$")
+_PRICE_RE = re.compile(r"^\d{1,14}(\.\d{1,6})?$")
+_COUNT_RE = re.compile(r"^\d{1,10}(\.\d{1,4})?$")
+_OFFSITE_TYPES = ("long_term", "referral", "emergency", "temporary")
+
+
+@dataclass(frozen=True, slots=True)
+class FeeLine:
+    """One fee line (费用明细) as uploaded by 2204/2301."""
+
+    index: int
+    feedetl_sn: str
+    hilist_code: str | None
+    hilist_name: str
+    cnt: str
+    pric: str
+    amount_fen: int
+    chrgitm_lv: str | None
+    med_chrgitm_type: str | None
+    selfpay_prop_bp: int | None
+    pric_uplmt_fen: int | None
+    hosp_appr_flag: str | None
+    course_day: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyAccount:
+    """A bound relative's account offered for 家庭共济."""
+
+    psn_no: str
+    relation: str
+    insuplc_admdvs: str
+    current_year_fen: int
+    historical_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementRequest:
+    """Everything the engine needs; nothing it would have to look up elsewhere."""
+
+    psn_no: str
+    gend: str
+    age: int
+    insutype: str
+    psn_type: str
+    med_type: str
+    hosp_lv: str
+    insuplc_admdvs: str
+    mdtrtarea_admvs: str
+    service_date: dt.date
+    acct_used_flag: bool
+    identities: frozenset[str]
+    offsite_filing: str | None
+    dise_codg: str | None
+    disease_filings: frozenset[str]
+    lines: tuple[FeeLine, ...]
+    year: int
+    accumulators: Mapping[str, int]
+    current_year_fen: int
+    historical_fen: int
+    family: tuple[FamilyAccount, ...]
+    setl_id: str | None = None
+    mdtrt_id: str | None = None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _code(data: Mapping[str, Any], key: str, *, field: str | None = None, required: bool = True) -> str | None:
+    value = data.get(key)
+    name = field or key
+    if _blank(value):
+        if required:
+            raise RequestError(name, "missing required value")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise RequestError(name, f"must be a code string, got {type(value).__name__}")
+    text = str(value).strip()
+    if not _CODE_RE.match(text):
+        raise RequestError(name, f"not a valid code: {text!r}")
+    return text
+
+
+def _region(data: Mapping[str, Any], key: str) -> str:
+    text = _code(data, key)
+    assert text is not None
+    if not _REGION_RE.match(text):
+        raise RequestError(key, f"must be a 6-digit 行政区划 code, got {text!r}")
+    return text
+
+
+def _amount(value: Any, field: str) -> int:
+    try:
+        fen = parse_fen(value)
+    except ValueError as exc:
+        raise RequestError(field, str(exc)) from None
+    if fen > MAX_AMOUNT_FEN:
+        raise RequestError(field, "amount too large")
+    return fen
+
+
+def _date(value: Any, field: str) -> dt.date:
+    if _blank(value):
+        raise RequestError(field, "missing required value")
+    if not isinstance(value, str):
+        raise RequestError(field, "must be a date string 'yyyy-MM-dd' or 'yyyy-MM-dd HH:mm:ss'")
+    text = value.strip()
+    try:
+        return dt.date.fromisoformat(text[:10]) if len(text) in (10, 19) else dt.date.fromisoformat(text)
+    except ValueError:
+        raise RequestError(field, f"not a date: {text!r}") from None
+
+
+def _flag(value: Any, field: str) -> bool:
+    if _blank(value):
+        return False
+    text = str(value).strip()
+    if text not in ("0", "1"):
+        raise RequestError(field, f"must be '0' or '1', got {text!r}")
+    return text == "1"
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or _blank(value):
+        raise RequestError(field, "missing required value" if _blank(value) else "must be an integer")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise RequestError(field, f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise RequestError(field, f"must lie within [{low}, {high}], got {value}")
+    return value
+
+
+def _decimal_text(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+    if isinstance(value, bool | float):
+        raise RequestError(field, f"{what} must be a decimal string or integer, not {type(value).__name__}")
+    if _blank(value):
+        raise RequestError(field, "missing required value")
+    if not isinstance(value, str | int):
+        raise RequestError(field, f"{what} must be a decimal string")
+    text = str(value).strip()
+    if text.startswith("-"):
+        raise RequestError(field, f"{what} must not be negative: {text}")
+    if not pattern.match(text):
+        raise RequestError(field, f"not a valid {what}: {text!r}")
+    return text
+
+
+def _scaled(text: str, places: int) -> int:
+    whole, _, frac = text.partition(".")
+    scaled: int = int(whole) * 10**places + int((frac + "0" * places)[:places])
+    return scaled
+
+
+def _line(raw: Any, index: int) -> FeeLine:
+    at = f"feedetail[{index}]"
+    if not isinstance(raw, Mapping):
+        raise RequestError(at, "each fee line must be an object")
+    code = _code(raw, "hilist_code", field=f"{at}.hilist_code", required=False)
+    if code is None:
+        code = _code(raw, "med_list_codg", field=f"{at}.med_list_codg", required=False)
+    pric = _decimal_text(raw.get("pric"), f"{at}.pric", _PRICE_RE, "price")
+    cnt = _decimal_text(raw.get("cnt"), f"{at}.cnt", _COUNT_RE, "quantity")
+    amount = _amount(raw.get("det_item_fee_sumamt"), f"{at}.det_item_fee_sumamt")
+    # price has 6 decimals, quantity 4: the product is in 1e-10 yuan; fen is 1e-2 yuan.
+    product = _scaled(pric, 6) * _scaled(cnt, 4)
+    expected = (2 * product + 10**8) // (2 * 10**8)
+    if expected != amount:
+        raise RequestError(
+            f"{at}.det_item_fee_sumamt",
+            f"{raw.get('det_item_fee_sumamt')} ≠ pric × cnt = {pric} × {cnt} (expected {format_fen(expected)})",
+        )
+    lv = _code(raw, "chrgitm_lv", field=f"{at}.chrgitm_lv", required=False)
+    if lv is not None and lv not in ("01", "02", "03", "04"):
+        raise RequestError(f"{at}.chrgitm_lv", f"must be 01 甲类, 02 乙类, 03 丙类 or 04, got {lv!r}")
+    prop: int | None = None
+    if not _blank(raw.get("selfpay_prop")):
+        try:
+            prop = parse_bp(raw["selfpay_prop"])
+        except ValueError as exc:
+            raise RequestError(f"{at}.selfpay_prop", str(exc)) from None
+    cap = None if _blank(raw.get("pric_uplmt_amt")) else _amount(raw["pric_uplmt_amt"], f"{at}.pric_uplmt_amt")
+    if code is None and lv is None:
+        raise RequestError(f"{at}.hilist_code", "give a catalogue code (hilist_code) or the line's chrgitm_lv")
+    course = raw.get("course_day")
+    sn = raw.get("feedetl_sn")
+    appr = raw.get("hosp_appr_flag")
+    return FeeLine(
+        index=index,
+        feedetl_sn=str(sn).strip() if not _blank(sn) else str(index + 1),
+        hilist_code=code,
+        hilist_name=str(raw.get("hilist_name") or raw.get("medins_list_name") or "").strip(),
+        cnt=cnt,
+        pric=pric,
+        amount_fen=amount,
+        chrgitm_lv=lv,
+        med_chrgitm_type=_code(raw, "med_chrgitm_type", field=f"{at}.med_chrgitm_type", required=False),
+        selfpay_prop_bp=prop,
+        pric_uplmt_fen=cap,
+        hosp_appr_flag=None if _blank(appr) else str(appr).strip(),
+        course_day=None if _blank(course) else _int(course, f"{at}.course_day", 1, 3660),
+    )
+
+
+def _accumulators(raw: Any, year: int) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise RequestError("accumulators", "must be an object {year, values}")
+    unknown = sorted(set(raw) - {"year", "values"})
+    if unknown:
+        raise RequestError(f"accumulators.{unknown[0]}", "unknown field (allowed: year, values)")
+    acc_year = _int(raw.get("year"), "accumulators.year", 1990, 2200)
+    if acc_year != year:
+        raise RequestError("accumulators.year", f"is {acc_year}, but the service date is in {year}")
+    values = raw.get("values") or {}
+    if not isinstance(values, Mapping):
+        raise RequestError("accumulators.values", "must be an object of name -> amount or count")
+    if len(values) > MAX_ACCUMULATORS:
+        raise RequestError("accumulators.values", f"more than {MAX_ACCUMULATORS} entries")
+    out: dict[str, int] = {}
+    for key, value in values.items():
+        field = f"accumulators.values.{key}"
+        if not isinstance(key, str) or not _ACC_KEY_RE.match(key):
+            raise RequestError(field, "names look like '<rule>.<counter>_amt' or '<rule>.visit_cnt'")
+        out[key] = _int(value, field, 0, 366) if key.endswith("_cnt") else _amount(value, field)
+    return out
+
+
+def _balances(raw: Mapping[str, Any], at: str) -> tuple[int, int]:
+    current = 0 if _blank(raw.get("current_year")) else _amount(raw["current_year"], f"{at}.current_year")
+    historical = 0 if _blank(raw.get("historical")) else _amount(raw["historical"], f"{at}.historical")
+    return current, historical
+
+
+def parse_request(data: Any) -> SettlementRequest:
+    """Validate a decoded JSON request; raises :class:`RequestError` naming the field."""
+    if not isinstance(data, Mapping):
+        raise RequestError("", "the request must be a JSON object")
+    date = _date(data.get("begntime"), "begntime")
+    gend = _code(data, "gend")
+    if gend not in ("1", "2"):
+        raise RequestError("gend", f"must be 1 (男) or 2 (女), got {gend!r}")
+    raw_lines = data.get("feedetail")
+    if not isinstance(raw_lines, list) or not raw_lines:
+        raise RequestError("feedetail", "must be a non-empty list of fee lines")
+    if len(raw_lines) > MAX_LINES:
+        raise RequestError("feedetail", f"more than {MAX_LINES} lines")
+    lines = tuple(_line(raw, i) for i, raw in enumerate(raw_lines))
+    seen_sn: set[str] = set()
+    for line in lines:
+        if line.feedetl_sn in seen_sn:
+            raise RequestError(f"feedetail[{line.index}].feedetl_sn", f"duplicate {line.feedetl_sn!r}")
+        seen_sn.add(line.feedetl_sn)
+    identities = data.get("psn_idet_types") or []
+    if not isinstance(identities, list) or not all(isinstance(i, str) for i in identities):
+        raise RequestError("psn_idet_types", "must be a list of identity names")
+    filings = data.get("filings") or {}
+    if not isinstance(filings, Mapping):
+        raise RequestError("filings", "must be an object {offsite, diseases}")
+    unknown = sorted(set(filings) - {"offsite", "diseases"})
+    if unknown:
+        raise RequestError(f"filings.{unknown[0]}", "unknown field (allowed: offsite, diseases)")
+    offsite = filings.get("offsite")
+    if _blank(offsite):
+        offsite = None
+    elif offsite not in _OFFSITE_TYPES:
+        raise RequestError("filings.offsite", f"must be one of {', '.join(_OFFSITE_TYPES)}, got {offsite!r}")
+    diseases = filings.get("diseases") or []
+    if not isinstance(diseases, list) or not all(isinstance(d, str) for d in diseases):
+        raise RequestError("filings.diseases", "must be a list of disease codes")
+    accounts = data.get("accounts") or {}
+    if not isinstance(accounts, Mapping):
+        raise RequestError("accounts", "must be an object {current_year, historical, family}")
+    current, historical = _balances(accounts, "accounts")
+    family_raw = accounts.get("family") or []
+    if not isinstance(family_raw, list) or len(family_raw) > MAX_FAMILY_ACCOUNTS:
+        raise RequestError("accounts.family", f"must be a list of at most {MAX_FAMILY_ACCOUNTS} accounts")
+    family = []
+    for i, rel in enumerate(family_raw):
+        at = f"accounts.family[{i}]"
+        if not isinstance(rel, Mapping):
+            raise RequestError(at, "must be an object")
+        cur, hist = _balances(rel, at)
+        psn = _code(rel, "psn_no", field=f"{at}.psn_no")
+        relation = _code(rel, "relation", field=f"{at}.relation")
+        assert psn is not None and relation is not None
+        region = (
+            _region(rel, "insuplc_admdvs") if not _blank(rel.get("insuplc_admdvs")) else _region(data, "insuplc_admdvs")
+        )
+        family.append(FamilyAccount(psn, relation, region, cur, hist))
+    psn_no = _code(data, "psn_no")
+    insutype = _code(data, "insutype")
+    psn_type = _code(data, "psn_type")
+    med_type = _code(data, "med_type")
+    hosp_lv = _code(data, "hosp_lv")
+    assert psn_no and insutype and psn_type and med_type and hosp_lv
+    return SettlementRequest(
+        psn_no=psn_no,
+        gend=gend,
+        age=_int(data.get("age"), "age", 0, 150),
+        insutype=insutype,
+        psn_type=psn_type,
+        med_type=med_type,
+        hosp_lv=hosp_lv,
+        insuplc_admdvs=_region(data, "insuplc_admdvs"),
+        mdtrtarea_admvs=_region(data, "mdtrtarea_admvs"),
+        service_date=date,
+        acct_used_flag=_flag(data.get("acct_used_flag"), "acct_used_flag"),
+        identities=frozenset(identities),
+        offsite_filing=offsite,
+        dise_codg=_code(data, "dise_codg", required=False),
+        disease_filings=frozenset(diseases),
+        lines=lines,
+        year=date.year,
+        accumulators=_accumulators(data.get("accumulators"), date.year),
+        current_year_fen=current,
+        historical_fen=historical,
+        family=tuple(family),
+        setl_id=_code(data, "setl_id", required=False),
+        mdtrt_id=_code(data, "mdtrt_id", required=False),
+    )

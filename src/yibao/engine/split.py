@@ -1,0 +1,169 @@
+"""Splitting each fee line against the catalogue (domain.md §2).
+
+Every line splits into 全自费 / 超限价 / 先行自付 / 符合政策范围 parts that add back
+to its amount exactly: the self-pay-first part is rounded once per line and the
+in-scope part is the remainder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from ..catalog import LEVEL_RANK, Catalog, CatalogItem
+from ..errors import RequestError
+from ..money import BP_ONE, apply_bp, format_fen, round_div_half_up
+from .request import FeeLine
+
+__all__ = ["LineSplit", "SplitContext", "split_line"]
+
+_GENDER = {"1": ("男", "male"), "2": ("女", "female")}
+_CLASS_NAMES = {"01": "甲类", "02": "乙类", "03": "丙类", "04": "可报丙类"}
+
+
+@dataclass(frozen=True, slots=True)
+class LineSplit:
+    """One line's split, in the shape of 2204's output."""
+
+    line: FeeLine
+    hilist_code: str | None
+    hilist_name: str
+    chrgitm_lv: str
+    med_chrgitm_type: str
+    pric_uplmt_fen: int | None
+    selfpay_prop_bp: int
+    fulamt_ownpay_fen: int
+    overlmt_fen: int
+    preselfpay_fen: int
+    inscp_fen: int
+    reasons: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...]
+    indication: str
+
+
+@dataclass(frozen=True, slots=True)
+class SplitContext:
+    """The facts restrictions are checked against."""
+
+    catalog: Catalog
+    region: str
+    date: dt.date
+    gend: str
+    age: int
+    insutype: str
+    med_type: str
+    level: str
+
+
+def _restrictions(item: CatalogItem, line: FeeLine, ctx: SplitContext) -> list[tuple[str, str]]:
+    """Reasons (zh, en) the item is not payable for this person and visit."""
+    reasons: list[tuple[str, str]] = []
+    if item.lmt_insutypes is not None and ctx.insutype not in item.lmt_insutypes:
+        allowed = "/".join(sorted(item.lmt_insutypes))
+        reasons.append(
+            (
+                f"限险种 {allowed} 支付, 本次险种 {ctx.insutype}",
+                f"payable only by insutype {allowed}, not {ctx.insutype}",
+            )
+        )
+    if item.lmt_gend is not None and ctx.gend != item.lmt_gend:
+        want, have = _GENDER[item.lmt_gend], _GENDER.get(ctx.gend, ("?", "?"))
+        reasons.append((f"限{want[0]}性使用, 参保人性别{have[0]}", f"{want[1]} only; the insured person is {have[1]}"))
+    if item.lmt_age_min is not None and ctx.age < item.lmt_age_min:
+        reasons.append(
+            (
+                f"限 {item.lmt_age_min} 岁及以上, 参保人 {ctx.age} 岁",
+                f"age {item.lmt_age_min}+ only; the person is {ctx.age}",
+            )
+        )
+    if item.lmt_age_max is not None and ctx.age > item.lmt_age_max:
+        reasons.append(
+            (
+                f"限 {item.lmt_age_max} 岁及以下, 参保人 {ctx.age} 岁",
+                f"age {item.lmt_age_max} or under only; the person is {ctx.age}",
+            )
+        )
+    if item.lmt_hosp_lv_min is not None and LEVEL_RANK.get(ctx.level, 0) < LEVEL_RANK[item.lmt_hosp_lv_min]:
+        reasons.append(
+            (
+                f"限{item.min_level_name}及以上医疗机构使用",
+                f"only at {item.lmt_hosp_lv_min.replace('_', '-')} institutions or above",
+            )
+        )
+    if item.lmt_med_types is not None and ctx.med_type not in item.lmt_med_types:
+        allowed = "/".join(sorted(item.lmt_med_types))
+        reasons.append(
+            (f"限医疗类别 {allowed}, 本次 {ctx.med_type}", f"only for med_type {allowed}, not {ctx.med_type}")
+        )
+    if item.lmt_course_days is not None and line.course_day is not None and line.course_day > item.lmt_course_days:
+        reasons.append(
+            (
+                f"限支付 {item.lmt_course_days} 天, 本次为第 {line.course_day} 天",
+                f"paid for at most {item.lmt_course_days} days; this is day {line.course_day}",
+            )
+        )
+    if item.lmt_indication and line.hosp_appr_flag == "0":
+        reasons.append(("医院标记不符合限定支付范围", "the hospital marked the restricted-use condition as not met"))
+    return reasons
+
+
+def split_line(line: FeeLine, ctx: SplitContext) -> LineSplit:
+    item = ctx.catalog.lookup(line.hilist_code, ctx.region, ctx.date) if line.hilist_code else None
+    warnings: list[str] = []
+    if item is None:
+        if line.chrgitm_lv is None:
+            assert line.hilist_code is not None
+            where = "目录中无此编码" if line.hilist_code not in ctx.catalog else f"该编码在 {ctx.date} 不在目录有效期内"
+            raise RequestError(
+                f"feedetail[{line.index}].hilist_code", f"{where}: {line.hilist_code}", code="UNKNOWN_CODE"
+            )
+        lv = line.chrgitm_lv
+        prop = line.selfpay_prop_bp if line.selfpay_prop_bp is not None else 0
+        cap = line.pric_uplmt_fen
+        name, fee_type, indication = line.hilist_name, line.med_chrgitm_type or "14", ""
+        reasons: list[tuple[str, str]] = []
+    else:
+        if line.chrgitm_lv is not None and line.chrgitm_lv != item.chrgitm_lv:
+            warnings.append(f"行 chrgitm_lv={line.chrgitm_lv} 与目录 {item.chrgitm_lv} 不一致, 以目录为准")
+        if line.selfpay_prop_bp is not None and line.selfpay_prop_bp != item.selfpay_prop_bp:
+            warnings.append("行 selfpay_prop 与目录不一致, 以目录为准")
+        if line.pric_uplmt_fen is not None and line.pric_uplmt_fen != item.pric_uplmt_fen:
+            warnings.append("行 pric_uplmt_amt 与目录不一致, 以目录为准")
+        lv, prop, cap = item.chrgitm_lv, item.selfpay_prop_bp, item.pric_uplmt_fen
+        name, fee_type, indication = item.hilist_name, item.med_chrgitm_type, item.lmt_indication
+        reasons = _restrictions(item, line, ctx)
+    amount = line.amount_fen
+    if lv == "03":
+        reasons.insert(0, ("丙类项目, 基金不予支付", "class C (丙类) item, not covered"))
+    if reasons:
+        return LineSplit(
+            line, line.hilist_code, name, lv, fee_type, cap, prop, amount, 0, 0, 0,
+            tuple(reasons), tuple(warnings), indication,
+        )  # fmt: skip
+    overlmt = 0
+    if cap is not None:
+        # 超限价: the part of the price above the cap, for the line's quantity.
+        pric_micro = _micro(line.pric)
+        if pric_micro > cap * 10_000:
+            within = round_div_half_up(cap * _count(line.cnt), 10_000)
+            overlmt = max(0, amount - within)
+    within_cap = amount - overlmt
+    preselfpay = apply_bp(within_cap, prop) if 0 < prop < BP_ONE else (within_cap if prop == BP_ONE else 0)
+    inscp = within_cap - preselfpay
+    assert overlmt + preselfpay + inscp == amount and min(overlmt, preselfpay, inscp) >= 0
+    if overlmt:
+        warnings.append(f"单价超过限价 {format_fen(cap or 0)} 元")
+    return LineSplit(
+        line, line.hilist_code, name, lv, fee_type, cap, prop, 0, overlmt, preselfpay, inscp,
+        (), tuple(warnings), indication,
+    )  # fmt: skip
+
+
+def _micro(pric: str) -> int:
+    whole, _, frac = pric.partition(".")
+    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+
+
+def _count(cnt: str) -> int:
+    whole, _, frac = cnt.partition(".")
+    return int(whole) * 10_000 + int((frac + "0000")[:4])

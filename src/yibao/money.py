@@ -1,0 +1,102 @@
+"""Money and ratios: integer fen inside, decimal strings at the edges.
+
+金额在系统内一律是"分"为单位的整数; 比例 (报销比例、先行自付比例) 是"万分之一"为单位的
+整数 (basis points, ``bp``), so ``0.6500`` is ``6500``. The interface carries ratios as
+decimal(5,4), so every ratio it can express is exact in bp, and all arithmetic stays in
+integers. The only rounding rule in the project is half-up to the fen (四舍五入到分),
+applied once per fund layer; every other share is derived as a remainder.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+__all__ = [
+    "BP_ONE",
+    "MAX_AMOUNT_FEN",
+    "apply_bp",
+    "format_bp",
+    "format_fen",
+    "parse_bp",
+    "parse_fen",
+    "round_div_half_up",
+]
+
+#: A ratio of 1 (100%) in basis points.
+BP_ONE = 10_000
+
+#: decimal(16,2) in the interface: at most 14 integer digits.
+MAX_AMOUNT_FEN = 10**16 - 1
+
+_AMOUNT_RE = re.compile(r"^[+-]?\d{1,14}(\.\d{1,2})?$")
+_RATIO_RE = re.compile(r"^[+-]?\d+(\.\d{1,4})?$")
+
+
+def _as_text(value: object, what: str) -> str:
+    # bool is an int subclass and float is inexact: both are refused outright.
+    if isinstance(value, bool | float):
+        raise ValueError(f"{what} must be a decimal string or integer, not {type(value).__name__}")
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int | str):
+        return str(value).strip()
+    raise ValueError(f"{what} must be a decimal string, got {type(value).__name__}")
+
+
+def parse_fen(value: object, *, allow_negative: bool = False) -> int:
+    """Parse a yuan amount (``"123.45"``, ``123``, ``Decimal``) into integer fen.
+
+    Raises ``ValueError`` with a short reason; callers add the field name.
+    """
+    text = _as_text(value, "amount")
+    if not _AMOUNT_RE.match(text):
+        raise ValueError(f"not an amount with at most 2 decimals: {value!r}")
+    sign = -1 if text.startswith("-") else 1
+    whole, _, cents = text.lstrip("+-").partition(".")
+    fen = sign * (int(whole) * 100 + int((cents + "00")[:2]))
+    if fen < 0 and not allow_negative:
+        raise ValueError(f"amount must not be negative: {value!r}")
+    return fen
+
+
+def format_fen(fen: int) -> str:
+    """Integer fen as a yuan string with exactly two decimals: 12345 -> "123.45"."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole}.{cents:02d}"
+
+
+def parse_bp(value: object, *, signed: bool = False) -> int:
+    """Parse a ratio with at most four decimals into basis points: "0.65" -> 6500.
+
+    Unsigned ratios must lie in [0, 1]; signed ones (point adjustments) in [-1, 1].
+    """
+    text = _as_text(value, "ratio")
+    if not _RATIO_RE.match(text):
+        raise ValueError(f"not a ratio with at most 4 decimals: {value!r}")
+    sign = -1 if text.startswith("-") else 1
+    whole, _, frac = text.lstrip("+-").partition(".")
+    bp = sign * (int(whole) * BP_ONE + int((frac + "0000")[:4]))
+    low = -BP_ONE if signed else 0
+    if not low <= bp <= BP_ONE:
+        raise ValueError(f"ratio must lie within [{'-1' if signed else '0'}, 1]: {value!r}")
+    return bp
+
+
+def format_bp(bp: int) -> str:
+    """Basis points as the interface's decimal(5,4): 6500 -> "0.6500"."""
+    sign = "-" if bp < 0 else ""
+    whole, frac = divmod(abs(bp), BP_ONE)
+    return f"{sign}{whole}.{frac:04d}"
+
+
+def round_div_half_up(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half-up, for non-negative numerators."""
+    assert numerator >= 0 and denominator > 0, (numerator, denominator)
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def apply_bp(fen: int, bp: int) -> int:
+    """``fen × bp / 10000`` rounded half-up to the fen (the one rounding rule)."""
+    return round_div_half_up(fen * bp, BP_ONE)
