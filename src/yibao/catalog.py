@@ -12,7 +12,7 @@ import csv
 import datetime as dt
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -49,6 +49,7 @@ LEVEL_RANK = {"level_1": 1, "level_2": 2, "level_3": 3}
 _LEVEL_NAMES = {"level_1": "一级", "level_2": "二级", "level_3": "三级"}
 #: A catalogue this large is a mistake, not a catalogue.
 MAX_ROWS = 2_000_000
+MAX_MEMO = 200_000
 _CHRGITM_LV = {"01", "02", "03", "04"}
 
 
@@ -74,6 +75,18 @@ class CatalogItem:
     lmt_course_days: int | None = None
     lmt_indication: str = ""
     demo_pric_fen: int | None = None
+    #: Derived: does any restriction (限定支付范围) apply? Lets unrestricted lines skip the checks.
+    restricted: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        restricted = any(
+            value is not None
+            for value in (
+                self.lmt_gend, self.lmt_age_min, self.lmt_age_max, self.lmt_insutypes,
+                self.lmt_hosp_lv_min, self.lmt_med_types, self.lmt_course_days,
+            )
+        ) or bool(self.lmt_indication)  # fmt: skip
+        object.__setattr__(self, "restricted", restricted)
 
     def in_force(self, date: dt.date) -> bool:
         return self.begndate <= date and (self.enddate is None or date <= self.enddate)
@@ -94,6 +107,8 @@ class Catalog:
             code: tuple(sorted(rows, key=lambda r: (r.admdvs, r.begndate))) for code, rows in index.items()
         }
         self._size = sum(len(rows) for rows in self._index.values())
+        # Bills repeat the same items all day: remember (code, region, date) lookups.
+        self._memo: dict[tuple[str, str, dt.date], CatalogItem | None] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -106,6 +121,18 @@ class Catalog:
 
     def lookup(self, code: str, region: str, date: dt.date) -> CatalogItem | None:
         """The item version in force for ``region`` on ``date``, most specific region first."""
+        key = (code, region, date)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        found = self._find(code, region, date)
+        if len(self._memo) >= MAX_MEMO:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+    def _find(self, code: str, region: str, date: dt.date) -> CatalogItem | None:
         rows = self._index.get(code)
         if rows is None:
             return None

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import RequestError
 from ..money import MAX_AMOUNT_FEN, format_fen, parse_bp, parse_fen
@@ -38,16 +38,17 @@ _COUNT_RE = re.compile(r"^\d{1,10}(\.\d{1,4})?$")
 _OFFSITE_TYPES = ("long_term", "referral", "emergency", "temporary")
 
 
-@dataclass(frozen=True, slots=True)
-class FeeLine:
+class FeeLine(NamedTuple):
     """One fee line (费用明细) as uploaded by 2204/2301."""
 
-    index: int
+    position: int  # 0-based place in feedetail, for error messages
     feedetl_sn: str
     hilist_code: str | None
     hilist_name: str
     cnt: str
     pric: str
+    cnt_units: int  # quantity in 1/10,000
+    pric_micro: int  # price in 1/1,000,000 yuan
     amount_fen: int
     chrgitm_lv: str | None
     med_chrgitm_type: str | None
@@ -199,7 +200,8 @@ def _line(raw: Any, index: int) -> FeeLine:
     cnt = _decimal_text(raw.get("cnt"), f"{at}.cnt", _COUNT_RE, "quantity")
     amount = _amount(raw.get("det_item_fee_sumamt"), f"{at}.det_item_fee_sumamt")
     # price has 6 decimals, quantity 4: the product is in 1e-10 yuan; fen is 1e-2 yuan.
-    product = _scaled(pric, 6) * _scaled(cnt, 4)
+    pric_micro, cnt_units = _scaled(pric, 6), _scaled(cnt, 4)
+    product = pric_micro * cnt_units
     expected = (2 * product + 10**8) // (2 * 10**8)
     if expected != amount:
         raise RequestError(
@@ -222,12 +224,14 @@ def _line(raw: Any, index: int) -> FeeLine:
     sn = raw.get("feedetl_sn")
     appr = raw.get("hosp_appr_flag")
     return FeeLine(
-        index=index,
+        position=index,
         feedetl_sn=str(sn).strip() if not _blank(sn) else str(index + 1),
         hilist_code=code,
         hilist_name=str(raw.get("hilist_name") or raw.get("medins_list_name") or "").strip(),
         cnt=cnt,
         pric=pric,
+        cnt_units=cnt_units,
+        pric_micro=pric_micro,
         amount_fen=amount,
         chrgitm_lv=lv,
         med_chrgitm_type=_code(raw, "med_chrgitm_type", field=f"{at}.med_chrgitm_type", required=False),
@@ -286,7 +290,7 @@ def parse_request(data: Any) -> SettlementRequest:
     seen_sn: set[str] = set()
     for line in lines:
         if line.feedetl_sn in seen_sn:
-            raise RequestError(f"feedetail[{line.index}].feedetl_sn", f"duplicate {line.feedetl_sn!r}")
+            raise RequestError(f"feedetail[{line.position}].feedetl_sn", f"duplicate {line.feedetl_sn!r}")
         seen_sn.add(line.feedetl_sn)
     identities = data.get("psn_idet_types") or []
     if not isinstance(identities, list) or not all(isinstance(i, str) for i in identities):

@@ -7,8 +7,7 @@ names with decimal strings. :func:`check_identities` asserts domain.md §9.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..money import format_bp, format_fen
 from .split import LineSplit
@@ -20,8 +19,7 @@ __all__ = ["FUND_FIELDS", "FundDetail", "SettlementResult", "check_identities"]
 FUND_FIELDS = ("hifp_pay", "cvlserv_pay", "hifes_pay", "hifmi_pay", "hifob_pay", "maf_pay", "oth_pay")
 
 
-@dataclass(frozen=True, slots=True)
-class FundDetail:
+class FundDetail(NamedTuple):
     """One ``setldetail`` row: a fund that applied to this settlement."""
 
     fund_pay_type: str
@@ -36,8 +34,7 @@ class FundDetail:
         return " ".join(render(step, "zh") for step in self.steps)
 
 
-@dataclass(frozen=True, slots=True)
-class SettlementResult:
+class SettlementResult(NamedTuple):
     """Everything a settlement produced; amounts in fen."""
 
     request_psn_no: str

@@ -116,19 +116,22 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     # 1. Lines.
     ctx = SplitContext(catalog, req.mdtrtarea_admvs, req.service_date, req.gend, req.age, req.insutype,
                        req.med_type, level)  # fmt: skip
-    lines = tuple(split_line(line, ctx) for line in req.lines)
+    split_lines: list[LineSplit] = []
     total = fulamt = overlmt = preself = inscp = 0
     warnings: list[str] = []
-    for s in lines:
-        total += s.line.amount_fen
+    for line in req.lines:
+        s = split_line(line, ctx)
+        split_lines.append(s)
+        total += line.amount_fen
         fulamt += s.fulamt_ownpay_fen
         overlmt += s.overlmt_fen
         preself += s.preselfpay_fen
         inscp += s.inscp_fen
         if s.reasons:
             steps.append(_line_step(s))
-        for w in s.warnings:
-            warnings.append(f"feedetail[{s.line.index}]: {w}")
+        if s.warnings:
+            warnings.extend(f"feedetail[{line.position}]: {w}" for w in s.warnings)
+    lines = tuple(split_lines)
     steps.append(TraceStep("split", "", None, None, None,
                            {"total_fen": total, "fulamt_fen": fulamt, "overlmt_fen": overlmt,
                             "preselfpay_fen": preself, "inscp_fen": inscp}))  # fmt: skip

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..catalog import LEVEL_RANK, Catalog, CatalogItem
 from ..errors import RequestError
-from ..money import BP_ONE, apply_bp, format_fen, round_div_half_up
+from ..money import BP_ONE, format_fen, round_div_half_up
 from .request import FeeLine
 
 __all__ = ["LineSplit", "SplitContext", "split_line"]
@@ -21,8 +22,7 @@ _GENDER = {"1": ("男", "male"), "2": ("女", "female")}
 _CLASS_NAMES = {"01": "甲类", "02": "乙类", "03": "丙类", "04": "可报丙类"}
 
 
-@dataclass(frozen=True, slots=True)
-class LineSplit:
+class LineSplit(NamedTuple):
     """One line's split, in the shape of 2204's output."""
 
     line: FeeLine
@@ -107,63 +107,57 @@ def _restrictions(item: CatalogItem, line: FeeLine, ctx: SplitContext) -> list[t
     return reasons
 
 
+def _conflicts(line: FeeLine, item: CatalogItem) -> tuple[str, ...]:
+    """Warnings where the line's own class attributes disagree with the catalogue."""
+    found = []
+    if line.chrgitm_lv is not None and line.chrgitm_lv != item.chrgitm_lv:
+        found.append(f"行 chrgitm_lv={line.chrgitm_lv} 与目录 {item.chrgitm_lv} 不一致, 以目录为准")
+    if line.selfpay_prop_bp is not None and line.selfpay_prop_bp != item.selfpay_prop_bp:
+        found.append("行 selfpay_prop 与目录不一致, 以目录为准")
+    if line.pric_uplmt_fen is not None and line.pric_uplmt_fen != item.pric_uplmt_fen:
+        found.append("行 pric_uplmt_amt 与目录不一致, 以目录为准")
+    return tuple(found)
+
+
+_CLASS_C = ("丙类项目, 基金不予支付", "class C (丙类) item, not covered")
+
+
 def split_line(line: FeeLine, ctx: SplitContext) -> LineSplit:
-    item = ctx.catalog.lookup(line.hilist_code, ctx.region, ctx.date) if line.hilist_code else None
-    warnings: list[str] = []
+    code = line.hilist_code
+    item = ctx.catalog.lookup(code, ctx.region, ctx.date) if code else None
+    warnings: tuple[str, ...] = ()
+    reasons: list[tuple[str, str]] = []
     if item is None:
         if line.chrgitm_lv is None:
-            assert line.hilist_code is not None
-            where = "目录中无此编码" if line.hilist_code not in ctx.catalog else f"该编码在 {ctx.date} 不在目录有效期内"
-            raise RequestError(
-                f"feedetail[{line.index}].hilist_code", f"{where}: {line.hilist_code}", code="UNKNOWN_CODE"
-            )
+            assert code is not None
+            where = "目录中无此编码" if code not in ctx.catalog else f"该编码在 {ctx.date} 不在目录有效期内"
+            raise RequestError(f"feedetail[{line.position}].hilist_code", f"{where}: {code}", code="UNKNOWN_CODE")
         lv = line.chrgitm_lv
         prop = line.selfpay_prop_bp if line.selfpay_prop_bp is not None else 0
         cap = line.pric_uplmt_fen
         name, fee_type, indication = line.hilist_name, line.med_chrgitm_type or "14", ""
-        reasons: list[tuple[str, str]] = []
     else:
-        if line.chrgitm_lv is not None and line.chrgitm_lv != item.chrgitm_lv:
-            warnings.append(f"行 chrgitm_lv={line.chrgitm_lv} 与目录 {item.chrgitm_lv} 不一致, 以目录为准")
-        if line.selfpay_prop_bp is not None and line.selfpay_prop_bp != item.selfpay_prop_bp:
-            warnings.append("行 selfpay_prop 与目录不一致, 以目录为准")
-        if line.pric_uplmt_fen is not None and line.pric_uplmt_fen != item.pric_uplmt_fen:
-            warnings.append("行 pric_uplmt_amt 与目录不一致, 以目录为准")
+        if line.chrgitm_lv is not None or line.selfpay_prop_bp is not None or line.pric_uplmt_fen is not None:
+            warnings = _conflicts(line, item)
         lv, prop, cap = item.chrgitm_lv, item.selfpay_prop_bp, item.pric_uplmt_fen
         name, fee_type, indication = item.hilist_name, item.med_chrgitm_type, item.lmt_indication
-        reasons = _restrictions(item, line, ctx)
+        if item.restricted:
+            reasons = _restrictions(item, line, ctx)
     amount = line.amount_fen
     if lv == "03":
-        reasons.insert(0, ("丙类项目, 基金不予支付", "class C (丙类) item, not covered"))
+        reasons.insert(0, _CLASS_C)
     if reasons:
         return LineSplit(
-            line, line.hilist_code, name, lv, fee_type, cap, prop, amount, 0, 0, 0,
-            tuple(reasons), tuple(warnings), indication,
-        )  # fmt: skip
+            line, code, name, lv, fee_type, cap, prop, amount, 0, 0, 0, tuple(reasons), warnings, indication
+        )
     overlmt = 0
-    if cap is not None:
+    if cap is not None and line.pric_micro > cap * 10_000:
         # 超限价: the part of the price above the cap, for the line's quantity.
-        pric_micro = _micro(line.pric)
-        if pric_micro > cap * 10_000:
-            within = round_div_half_up(cap * _count(line.cnt), 10_000)
-            overlmt = max(0, amount - within)
+        overlmt = max(0, amount - round_div_half_up(cap * line.cnt_units, 10_000))
+        warnings = (*warnings, f"单价超过限价 {format_fen(cap)} 元")
     within_cap = amount - overlmt
-    preselfpay = apply_bp(within_cap, prop) if 0 < prop < BP_ONE else (within_cap if prop == BP_ONE else 0)
+    # apply_bp inlined: this runs for every line of every bill.
+    preselfpay = (within_cap * prop * 2 + BP_ONE) // (2 * BP_ONE) if prop else 0
     inscp = within_cap - preselfpay
-    assert overlmt + preselfpay + inscp == amount and min(overlmt, preselfpay, inscp) >= 0
-    if overlmt:
-        warnings.append(f"单价超过限价 {format_fen(cap or 0)} 元")
-    return LineSplit(
-        line, line.hilist_code, name, lv, fee_type, cap, prop, 0, overlmt, preselfpay, inscp,
-        (), tuple(warnings), indication,
-    )  # fmt: skip
-
-
-def _micro(pric: str) -> int:
-    whole, _, frac = pric.partition(".")
-    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
-
-
-def _count(cnt: str) -> int:
-    whole, _, frac = cnt.partition(".")
-    return int(whole) * 10_000 + int((frac + "0000")[:4])
+    assert 0 <= preselfpay <= within_cap <= amount
+    return LineSplit(line, code, name, lv, fee_type, cap, prop, 0, overlmt, preselfpay, inscp, (), warnings, indication)

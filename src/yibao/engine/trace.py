@@ -8,8 +8,7 @@ their unit: ``*_fen`` is money, ``*_bp`` a ratio; rendering formats by suffix.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..money import format_fen
 from ..policy import Source
@@ -44,8 +43,7 @@ OFFSITE_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TraceStep:
+class TraceStep(NamedTuple):
     """One explained fact of a settlement."""
 
     kind: str

@@ -9,6 +9,7 @@ See ``docs/policy.md`` for the language.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -379,8 +380,9 @@ class FundRule(_Frozen):
             raise ValueError("caps name the same cap twice")
         return self
 
-    @property
+    @cached_property
     def band_list(self) -> tuple[Band, ...]:
+        """The bands, with a lone ``ratio`` as one band from zero."""
         if self.bands:
             return self.bands
         assert self.ratio is not None

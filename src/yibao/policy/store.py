@@ -45,12 +45,20 @@ class Policy:
     params: PolicyParams
     sources: Mapping[str, Source] = field(repr=False)
     values: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    _memo: dict[str, Source | None] = field(repr=False, default_factory=dict, compare=False)
 
     def scheme(self, insutype: str) -> Scheme | None:
         return self.params.schemes.get(insutype)
 
     def source_for(self, key: str) -> Source | None:
         """The source of ``key`` or, failing that, of its nearest cited parent/child."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            found = self._memo[key] = self._find_source(key)
+            return found
+
+    def _find_source(self, key: str) -> Source | None:
         probe = key
         while probe:
             found = self.sources.get(probe)
