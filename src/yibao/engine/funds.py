@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from functools import lru_cache
+from typing import NamedTuple
 
 from ..money import BP_ONE, apply_bp, round_div_half_up
 from ..policy import Policy
-from ..policy.model import Facts, FundRule
+from ..policy.model import Adjustment, Facts, FundRule
 from .trace import TraceStep
 
 __all__ = ["FundOutcome", "compute_fund"]
@@ -36,6 +38,24 @@ class FundOutcome:
     ratio_bp: int = 0
     deltas: dict[str, int] = dc_field(default_factory=dict)
     steps: list[TraceStep] = dc_field(default_factory=list)
+
+
+class _Keys(NamedTuple):
+    dedc: str
+    dedc_lv: str
+    base: str
+    elig: str
+
+
+@lru_cache(maxsize=4096)
+def _keys(acc_name: str) -> _Keys:
+    """A rule's accumulator names (see docs/policy.md), built once per rule name."""
+    return _Keys(f"{acc_name}.dedc_amt", f"{acc_name}.dedc_lv_amt", f"{acc_name}.base_amt", f"{acc_name}.elig_amt")
+
+
+@lru_cache(maxsize=4096)
+def _cap_key(cap_name: str) -> str:
+    return f"{cap_name}.fund_amt"
 
 
 def compute_fund(
@@ -79,21 +99,22 @@ def compute_fund(
         factor, _ = d.factor.lookup(facts, ordinal)
         if factor != BP_ONE:
             standard = apply_bp(standard, factor)
-        paid = acc.get(f"{acc_name}.dedc_amt", 0)
+        keys = _keys(acc_name)
+        paid = acc.get(keys.dedc, 0)
         if d.period == "visit":
             owed = standard
         elif d.top_up:
-            level_before = acc.get(f"{acc_name}.dedc_lv_amt", 0)
+            level_before = acc.get(keys.dedc_lv, 0)
             level_now = max(level_before, standard)
             if level_now != level_before:
-                deltas[f"{acc_name}.dedc_lv_amt"] = level_now - level_before
+                deltas[keys.dedc_lv] = level_now - level_before
             owed = max(0, level_now - paid)
             standard = level_now
         else:
             owed = max(0, standard - paid)
         dedc = min(base_fen, owed)
         if dedc:
-            deltas[f"{acc_name}.dedc_amt"] = dedc
+            deltas[keys.dedc] = dedc
         args = {"title": rule.title, "standard_fen": standard, "paid_fen": paid, "ordinal": ordinal,
                 "row": d.amount_fen.rows[row]}  # fmt: skip
         rule_key = f"{dpath}.amount_yuan[{row}]" if len(d.amount_fen.rows) > 1 else f"{dpath}.amount_yuan"
@@ -108,7 +129,7 @@ def compute_fund(
         limit, row = cap.amount_fen.lookup(facts, ordinal)
         if limit is None:
             continue
-        used = acc.get(f"{cap.name}.fund_amt", 0)
+        used = acc.get(_cap_key(cap.name), 0)
         remaining = max(0, limit - used)
         if left is None or remaining < left:
             left = remaining
@@ -116,17 +137,16 @@ def compute_fund(
     out.limit_left_fen = left
 
     # 3. Bands (分段) on the measured cumulative amount, with point adjustments.
-    if rule.measure == "cumulative":
-        position = acc.get(f"{acc_name}.base_amt", 0) + dedc
-    else:
-        position = acc.get(f"{acc_name}.elig_amt", 0)
+    keys = _keys(acc_name)
+    # cumulative: from zero, the deductible inside the first band; else above the deductible.
+    position = acc.get(keys.base, 0) + dedc if rule.measure == "cumulative" else acc.get(keys.elig, 0)
     bands = rule.band_list
     points = 0
-    adjust_notes = []
+    adjust_notes: tuple[Adjustment, ...] = ()
     for adj in rule.adjustments:
         if adj.when.matches(facts, ordinal):
             points += adj.points
-            adjust_notes.append(adj)
+            adjust_notes += (adj,)
     raw = 0  # exact payment in fen × bp
     overflow = 0
     budget = None if left is None else left * BP_ONE
@@ -153,15 +173,11 @@ def compute_fund(
         rkey = f"{path}.bands[{i}].ratio" if rule.bands else f"{path}.ratio"
         if len(band.ratio.rows) > 1:
             rkey += f"[{row}]"
-        adjust = "".join(
-            f"; {a.title or a.when.describe()} {'+' if a.points >= 0 else ''}{a.points / 100:g} 个百分点"
-            for a in adjust_notes
-        )
         steps.append(
             TraceStep(
                 "band", rule.fund_pay_type, None, rkey, policy.source_for(rkey),
                 {"title": rule.title, "portion_fen": portion, "ratio_bp": ratio, "row": band.ratio.rows[row],
-                 "adjust": adjust},
+                 "adjust": adjust_notes},
             )
         )  # fmt: skip
     pay = round_div_half_up(raw, BP_ONE)
@@ -183,12 +199,12 @@ def compute_fund(
 
     # 4. Accumulator deltas.
     if base_fen:
-        deltas[f"{acc_name}.base_amt"] = base_fen
+        deltas[keys.base] = base_fen
     if eligible:
-        deltas[f"{acc_name}.elig_amt"] = eligible
+        deltas[keys.elig] = eligible
     if pay:
         for cap in rule.caps:
-            deltas[f"{cap.name}.fund_amt"] = pay
+            deltas[_cap_key(cap.name)] = pay
     steps.append(
         TraceStep("fund", rule.fund_pay_type, pay, path, policy.source_for(path),
                   {"title": rule.title, "base_fen": base_fen})

@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 from ..money import format_fen
 from ..policy import Source
-from ..policy.model import Conditions
+from ..policy.model import Adjustment, Conditions
 
 __all__ = ["Lang", "TraceStep", "render", "step_to_json"]
 
@@ -61,6 +61,14 @@ def _pct(bp: int) -> str:
     return f"{sign}{whole}%" if frac == 0 else f"{sign}{whole}.{frac:02d}".rstrip("0") + "%"
 
 
+def _adjustment(adj: Adjustment, lang: Lang) -> str:
+    """ "; 70岁及以上 +5 个百分点" — a point adjustment that applied to a ratio."""
+    label = adj.title or describe_conditions(adj.when, lang)
+    points = _pct(adj.points).rstrip("%")
+    sign = "+" if adj.points >= 0 else ""
+    return f"; {label} {sign}{points} 个百分点" if lang == "zh" else f"; {label} {sign}{points} points"
+
+
 def describe_conditions(cond: Conditions | None, lang: Lang) -> str:
     """Human wording of a table row's conditions: "三级医院、退休人员"."""
     if cond is None or cond.is_empty():
@@ -105,6 +113,8 @@ def _fmt_args(args: Mapping[str, Any], lang: Lang) -> dict[str, str]:
             out[key] = _pct(value)
         elif isinstance(value, Conditions):
             out[key] = describe_conditions(value, lang)
+        elif key == "adjust":
+            out[key] = "".join(_adjustment(adj, lang) for adj in value)
         else:
             out[key] = "" if value is None else str(value)
     return out

@@ -250,10 +250,13 @@ class Table(BaseModel, Generic[V]):
 
     def lookup(self, facts: Facts, ordinal: int = 1) -> tuple[V, int]:
         """The value of the first matching row and that row's index."""
-        for i, row in enumerate(self.rows):
-            if row.matches(facts, ordinal):
-                return row.value, i
-        raise AssertionError("unreachable: the last row is unconditional")
+        rows = self.rows
+        last = len(rows) - 1
+        for i in range(last):
+            if rows[i].matches(facts, ordinal):
+                return rows[i].value, i
+        # Validation guarantees the last row is unconditional: no need to test it.
+        return rows[last].value, last
 
 
 class Repeat(_Frozen):
