@@ -184,12 +184,62 @@ def _decimal_text(value: Any, field: str, pattern: re.Pattern[str], what: str) -
 
 
 def _scaled(text: str, places: int) -> int:
+    # The patterns guarantee at most ``places`` decimals, so padding is exact.
     whole, _, frac = text.partition(".")
-    scaled: int = int(whole) * 10**places + int((frac + "0" * places)[:places])
-    return scaled
+    return int(whole + frac.ljust(places, "0"))
+
+
+_AMOUNT_TEXT_RE = re.compile(r"^\d{1,14}(\.\d{1,2})?$")
+_LV_CODES = frozenset(("01", "02", "03", "04"))
+_FAST_OPTIONAL = ("hilist_code", "med_list_codg", "chrgitm_lv", "med_chrgitm_type", "hosp_appr_flag")
+
+
+def _fast_line(raw: Any, index: int) -> FeeLine | None:
+    """The common, clean shape of a line, parsed without per-field error bookkeeping.
+
+    Returns None for anything unusual (numbers instead of strings, blanks,
+    whitespace, self-pay ratios, caps, course days, bad values): :func:`_checked_line`
+    then parses it with precise errors. Both give the same FeeLine for valid input.
+    """
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    pric, cnt, amt = get("pric"), get("cnt"), get("det_item_fee_sumamt")
+    if type(pric) is not str or type(cnt) is not str or type(amt) is not str:
+        return None
+    if not (_PRICE_RE.match(pric) and _COUNT_RE.match(cnt) and _AMOUNT_TEXT_RE.match(amt)):
+        return None
+    if "selfpay_prop" in raw or "pric_uplmt_amt" in raw or "course_day" in raw:
+        return None
+    for key in _FAST_OPTIONAL:
+        value = get(key)
+        if value is not None and (type(value) is not str or not _CODE_RE.match(value)):
+            return None
+    code = get("hilist_code") or get("med_list_codg")
+    lv = get("chrgitm_lv")
+    if (code is None and lv is None) or (lv is not None and lv not in _LV_CODES):
+        return None
+    sn = get("feedetl_sn")
+    if sn is not None and (type(sn) is not str or not sn or sn != sn.strip()):
+        return None
+    name = get("hilist_name") or get("medins_list_name") or ""
+    if type(name) is not str:
+        return None
+    pric_micro, cnt_units = _scaled(pric, 6), _scaled(cnt, 4)
+    amount = _scaled(amt, 2)
+    if (2 * pric_micro * cnt_units + 10**8) // (2 * 10**8) != amount:
+        return None
+    return FeeLine(
+        index, sn if sn is not None else str(index + 1), code, name.strip(), cnt, pric, cnt_units, pric_micro,
+        amount, lv, get("med_chrgitm_type"), None, None, get("hosp_appr_flag"), None,
+    )  # fmt: skip
 
 
 def _line(raw: Any, index: int) -> FeeLine:
+    return _fast_line(raw, index) or _checked_line(raw, index)
+
+
+def _checked_line(raw: Any, index: int) -> FeeLine:
     at = f"feedetail[{index}]"
     if not isinstance(raw, Mapping):
         raise RequestError(at, "each fee line must be an object")

@@ -248,12 +248,9 @@ def _absorb(
 
 
 def _line_step(s: LineSplit) -> TraceStep:
-    return TraceStep(
-        "line", "", s.fulamt_ownpay_fen, None, None,
-        {"sn": s.line.feedetl_sn, "name": s.hilist_name or s.hilist_code or "",
-         "reason_zh": "全自费 — " + "; ".join(zh for zh, _ in s.reasons),
-         "reason_en": "fully self-paid — " + "; ".join(en for _, en in s.reasons)},
-    )  # fmt: skip
+    # The reasons are worded only when the trace is read.
+    args = {"sn": s.line.feedetl_sn, "name": s.hilist_name or s.hilist_code or "", "reasons": s.reasons}
+    return TraceStep("line", "", s.fulamt_ownpay_fen, None, None, args)
 
 
 def _family(

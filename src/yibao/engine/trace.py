@@ -113,6 +113,8 @@ def _fmt_args(args: Mapping[str, Any], lang: Lang) -> dict[str, str]:
             out[key] = _pct(value)
         elif isinstance(value, Conditions):
             out[key] = describe_conditions(value, lang)
+        elif key == "reasons":
+            out[key] = "; ".join(pair[0 if lang == "zh" else 1] for pair in value)
         elif key == "adjust":
             out[key] = "".join(_adjustment(adj, lang) for adj in value)
         else:
@@ -136,8 +138,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "self-pay-first {preselfpay_fen}, within policy scope {inscp_fen}.",
     ),
     "line": (
-        "第{sn}项「{name}」{amount_fen} 元: {reason_zh}",
-        "Line {sn} '{name}' {amount_fen}: {reason_en}",
+        "第{sn}项「{name}」{amount_fen} 元: 全自费 — {reasons}",
+        "Line {sn} '{name}' {amount_fen}: fully self-paid — {reasons}",
     ),
     "account_first": (
         "当年账户先行支付政策范围内费用 {amount_fen} 元, 其余 {rest_fen} 元进入起付及共付计算。",
