@@ -148,8 +148,8 @@ PRICE_RANGE: dict[str, tuple[int, int]] = {
     "14": (5, 50),
 }
 SELFPAY_CHOICES = ("0.0500", "0.0800", "0.1000", "0.1500", "0.2000")
-CAP_SHARE = 0.15
-OVER_CAP_SHARE = 0.4
+CAP_SHARE = Decimal("0.15")
+OVER_CAP_SHARE = Decimal("0.4")
 
 # Dated national versions: (code, [(begndate, enddate, overrides)]). Caps move
 # on 2025-01-01 so demos can show the same bill settling differently by date.
@@ -225,10 +225,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def unit(code: str, salt: str) -> float:
-    """Deterministic pseudo-random number in [0, 1) for a code."""
+def unit(code: str, salt: str) -> Decimal:
+    """Deterministic pseudo-random number in [0, 1) for a code (exact, no binary floats)."""
     digest = hashlib.sha256(f"{salt}:{code}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return Decimal(int.from_bytes(digest[:8], "big")) / Decimal(2**64)
 
 
 def spread(seq: Sequence[str], k: int) -> list[str]:
@@ -517,18 +517,18 @@ def catalogue_class(entry: Entry, indication: str) -> str:
         # Drugs with a 限… payment range are typically 乙类.
         if indication.startswith("限"):
             return "02"
-        return "01" if unit(entry.code, "lv") < 0.55 else "02"
+        return "01" if unit(entry.code, "lv") < Decimal("0.55") else "02"
     if entry.name in CLASS_03_ITEMS:
         return "03"
     if "加收" in entry.name or entry.code[:4] in ("0024", "0032", "0034"):
         return "02"
     if entry.code[:4] in ("0011", "0012"):
         return "01"
-    return "02" if unit(entry.code, "lv") < 0.2 else "01"
+    return "02" if unit(entry.code, "lv") < Decimal("0.2") else "01"
 
 
-def money(value: float | Decimal, step: str = "0.01") -> Decimal:
-    return Decimal(str(value)).quantize(Decimal(step), rounding=ROUND_HALF_UP)
+def money(value: Decimal, step: str = "0.01") -> Decimal:
+    return value.quantize(Decimal(step), rounding=ROUND_HALF_UP)
 
 
 def prices(code: str, fee_type: str, capped: bool) -> tuple[str, str]:
@@ -537,8 +537,8 @@ def prices(code: str, fee_type: str, capped: bool) -> tuple[str, str]:
     demo = money(lo + (hi - lo) * unit(code, "price"), "0.1")
     cap = ""
     if capped and unit(code, "cap") < CAP_SHARE:
-        factor = 0.8 if unit(code, "over") < OVER_CAP_SHARE else 1.25
-        cap = f"{max(money(float(demo) * factor, '1'), Decimal(1)):.2f}"
+        factor = Decimal("0.8") if unit(code, "over") < OVER_CAP_SHARE else Decimal("1.25")
+        cap = f"{max(money(demo * factor, '1'), Decimal(1)):.2f}"
     return cap, f"{demo:.2f}"
 
 

@@ -19,7 +19,6 @@ from .request import FeeLine
 __all__ = ["LineSplit", "SplitContext", "split_line"]
 
 _GENDER = {"1": ("男", "male"), "2": ("女", "female")}
-_CLASS_NAMES = {"01": "甲类", "02": "乙类", "03": "丙类", "04": "可报丙类"}
 
 
 class LineSplit(NamedTuple):

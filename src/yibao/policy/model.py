@@ -198,15 +198,6 @@ class Conditions(_Frozen):
             return False
         return not (self.ordinal_max is not None and ordinal > self.ordinal_max)
 
-    def describe(self) -> str:
-        """Short Chinese description for traces: "退休, 三级医院"."""
-        parts = []
-        for key in _CONDITION_KEYS:
-            value = getattr(self, key)
-            if value is not None:
-                parts.append(f"{key}={'/'.join(value) if isinstance(value, tuple) else value}")
-        return ", ".join(parts) if parts else "默认"
-
 
 V = TypeVar("V")
 
