@@ -222,6 +222,8 @@ def _parse_row(file: str, line: int, row: Mapping[str, str | None]) -> CatalogIt
         prop = parse_bp(text("selfpay_prop") or "0")
     except ValueError as exc:
         raise fail("selfpay_prop", str(exc)) from None
+    if chrgitm_lv in ("01", "03") and prop:
+        raise fail("selfpay_prop", f"must be 0 for chrgitm_lv {chrgitm_lv}: only 乙类 has a self-pay-first ratio")
     admdvs = text("admdvs")
     if admdvs and not (admdvs.isdigit() and len(admdvs) == 6):
         raise fail("admdvs", f"must be empty (national) or a 6-digit region code, got {admdvs!r}")

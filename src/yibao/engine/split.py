@@ -118,6 +118,8 @@ def _conflicts(line: FeeLine, item: CatalogItem) -> tuple[str, ...]:
     return tuple(found)
 
 
+#: Classes to which a self-pay-first ratio (先行自付比例) applies: 乙类 and 可报丙类.
+_SELF_PAY_FIRST_CLASSES = frozenset(("02", "04"))
 _CLASS_C = ("丙类项目, 基金不予支付", "class C (丙类) item, not covered")
 
 
@@ -143,6 +145,10 @@ def split_line(line: FeeLine, ctx: SplitContext) -> LineSplit:
         if item.restricted:
             reasons = _restrictions(item, line, ctx)
     amount = line.amount_fen
+    if prop and lv not in _SELF_PAY_FIRST_CLASSES:
+        # 甲类 has no 先行自付 (domain.md §2), whatever ratio a line or row carries.
+        warnings = (*warnings, f"{lv} 类项目不设先行自付比例, 已按 0 计算")
+        prop = 0
     if lv == "03":
         reasons.insert(0, _CLASS_C)
     if reasons:
