@@ -13,10 +13,22 @@ from ..money import format_bp, format_fen
 from .split import LineSplit
 from .trace import Lang, TraceStep, render, step_to_json
 
-__all__ = ["FUND_FIELDS", "FundDetail", "SettlementResult", "check_identities"]
+__all__ = ["FUND_FIELDS", "AccountDraw", "FundDetail", "SettlementResult", "check_identities"]
 
 #: The fund fields of ``setlinfo`` whose sum is ``fund_pay_sumamt``.
 FUND_FIELDS = ("hifp_pay", "cvlserv_pay", "hifes_pay", "hifmi_pay", "hifob_pay", "maf_pay", "oth_pay")
+
+
+class AccountDraw(NamedTuple):
+    """What one person's account paid, by balance (当年 / 历年)."""
+
+    psn_no: str
+    current_fen: int
+    historical_fen: int
+
+    @property
+    def total_fen(self) -> int:
+        return self.current_fen + self.historical_fen
 
 
 class FundDetail(NamedTuple):
@@ -64,7 +76,8 @@ class SettlementResult(NamedTuple):
     balc: int
     details: tuple[FundDetail, ...]
     lines: tuple[LineSplit, ...]
-    family_payments: tuple[tuple[str, int], ...]
+    family_payments: tuple[AccountDraw, ...]
+    own_draw: AccountDraw
     accumulators_before: Mapping[str, int]
     accumulators_delta: Mapping[str, int]
     year: int
@@ -156,7 +169,13 @@ class SettlementResult(NamedTuple):
                 for s in self.lines
             ],
             "acct_mulaid": [
-                {"psn_no": psn_no, "acct_mulaid_pay": format_fen(amount)} for psn_no, amount in self.family_payments
+                {
+                    "psn_no": draw.psn_no,
+                    "acct_mulaid_pay": format_fen(draw.total_fen),
+                    "current_year": format_fen(draw.current_fen),
+                    "historical": format_fen(draw.historical_fen),
+                }
+                for draw in self.family_payments
             ],
             "accumulators": {
                 "year": self.year,
@@ -185,5 +204,7 @@ def check_identities(r: SettlementResult) -> None:
     assert r.fund_pay_sumamt == sum(d.fund_payamt_fen for d in r.details), "fund_pay_sumamt ≠ Σ setldetail"
     assert r.psn_part_amt == r.acct_pay + r.psn_cash_pay, "psn_part_amt ≠ acct_pay + psn_cash_pay"
     assert 0 <= r.acct_mulaid_pay <= r.acct_pay, "acct_mulaid_pay outside [0, acct_pay]"
+    assert r.acct_mulaid_pay == sum(d.total_fen for d in r.family_payments), "acct_mulaid_pay ≠ Σ relatives' draws"
+    assert r.acct_pay == r.own_draw.total_fen + r.acct_mulaid_pay, "acct_pay ≠ own draw + relatives' draws"
     assert all(v >= 0 for v in (r.psn_cash_pay, r.acct_pay, r.fund_pay_sumamt, r.balc)), "negative share"
     assert sum(s.line.amount_fen for s in r.lines) == r.medfee_sumamt, "lines do not add up to medfee_sumamt"

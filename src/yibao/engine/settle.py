@@ -17,7 +17,7 @@ from ..policy import Policy, PolicyStore
 from ..policy.model import AccountRules, Benefit, Facts, Scheme
 from .funds import FundOutcome, compute_fund
 from .request import SettlementRequest
-from .result import FUND_FIELDS, FundDetail, SettlementResult, check_identities
+from .result import FUND_FIELDS, AccountDraw, FundDetail, SettlementResult, check_identities
 from .split import LineSplit, SplitContext, split_line
 from .trace import OFFSITE_NAMES, TraceStep
 
@@ -189,7 +189,7 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
 
     # 4. Personal account (own, then 家庭共济), only for the person's share.
     acct_own = acct_family = 0
-    family_payments: list[tuple[str, int]] = []
+    family_payments: list[AccountDraw] = []
     if use_account:
         payable = psn_part - prepaid
         if not account.pays_fulamt_ownpay:
@@ -220,6 +220,7 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
         fund_pay_sumamt=fund_sum, psn_part_amt=psn_part, acct_pay=acct_pay, acct_mulaid_pay=acct_family,
         psn_cash_pay=cash, hosp_part_amt=hosp_part, balc=balances["current_year"] + balances["historical"],
         details=tuple(details), lines=lines, family_payments=tuple(family_payments),
+        own_draw=AccountDraw(req.psn_no, paid_from["current_year"], paid_from["historical"]),
         accumulators_before=req.accumulators, accumulators_delta=delta, year=req.year,
         policy_version=policy.version, policy_region=policy.region, gates=tuple(gates),
         warnings=tuple(warnings), trace=tuple(steps),
@@ -260,12 +261,12 @@ def _family(
     account: AccountRules,
     need: int,
     steps: list[TraceStep],
-) -> tuple[int, list[tuple[str, int]]]:
+) -> tuple[int, list[AccountDraw]]:
     """家庭共济: bound relatives' accounts top up what the own account could not pay."""
     rules = account.family
     relations = policy.params.relations
     paid = 0
-    payments: list[tuple[str, int]] = []
+    payments: list[AccountDraw] = []
     used = 0
     key = f"schemes.{req.insutype}.account.family"
     for rel in req.family:
@@ -287,13 +288,14 @@ def _family(
                                     "why_zh": why[0], "why_en": why[1]}))  # fmt: skip
             continue
         used += 1
-        take = 0
+        drawn = {"current_year": 0, "historical": 0}
         for source in account.sources:
             balance = rel.current_year_fen if source == "current_year" else rel.historical_fen
-            take += min(balance, need - paid - take)
+            drawn[source] = min(balance, need - paid - sum(drawn.values()))
+        take = drawn["current_year"] + drawn["historical"]
         if take:
             paid += take
-            payments.append((rel.psn_no, take))
+            payments.append(AccountDraw(rel.psn_no, drawn["current_year"], drawn["historical"]))
             steps.append(TraceStep("family", "", take, key, policy.source_for(key),
                                    {"relation_zh": name_zh, "relation_en": rel.relation,
                                     "psn_no": rel.psn_no}))  # fmt: skip

@@ -1,0 +1,257 @@
+"""SQL for the service layer: small functions over one open Connection.
+
+Every function runs inside the caller's transaction; none commits. Row locks
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's single writer already holds the
+database) are taken in sorted ``psn_no`` order so two settlements never wait on
+each other in opposite orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..ledger import Entry, account_kind
+from .schema import (
+    accumulators,
+    credentials,
+    enrolments,
+    family_bindings,
+    filings,
+    identities,
+    institutions,
+    journal_entries,
+    ledger_accounts,
+    messages,
+    persons,
+    pins,
+    postings,
+    settlements,
+)
+
+__all__ = [
+    "add_accumulators",
+    "balances",
+    "get_accumulators",
+    "get_institution",
+    "get_message",
+    "get_person",
+    "lock_persons",
+    "post_entry",
+]
+
+
+def get_person(conn: Connection, psn_no: str) -> Row[Any] | None:
+    return conn.execute(select(persons).where(persons.c.psn_no == psn_no)).first()
+
+
+def lock_persons(conn: Connection, psn_nos: Iterable[str]) -> None:
+    """Lock the persons' rows in a fixed order (a no-op beyond the write lock on SQLite)."""
+    ordered = sorted(set(psn_nos))
+    if conn.dialect.name == "postgresql" and ordered:
+        conn.execute(
+            select(persons.c.psn_no).where(persons.c.psn_no.in_(ordered)).order_by(persons.c.psn_no).with_for_update()
+        )
+
+
+def get_institution(conn: Connection, code: str) -> Row[Any] | None:
+    return conn.execute(select(institutions).where(institutions.c.fixmedins_code == code)).first()
+
+
+def enrolment_on(conn: Connection, psn_no: str, insutype: str, date: dt.date) -> Row[Any] | None:
+    """The enrolment covering ``date`` (begun, not ended), paused or not."""
+    return conn.execute(
+        select(enrolments)
+        .where(
+            enrolments.c.psn_no == psn_no,
+            enrolments.c.insutype == insutype,
+            enrolments.c.begn_date <= date,
+            or_(enrolments.c.end_date.is_(None), enrolments.c.end_date >= date),
+        )
+        .order_by(enrolments.c.begn_date.desc())
+    ).first()
+
+
+def enrolments_of(conn: Connection, psn_no: str) -> Sequence[Row[Any]]:
+    return conn.execute(select(enrolments).where(enrolments.c.psn_no == psn_no).order_by(enrolments.c.begn_date)).all()
+
+
+def identities_on(conn: Connection, psn_no: str, date: dt.date) -> frozenset[str]:
+    rows = conn.execute(
+        select(identities.c.idet_type).where(
+            identities.c.psn_no == psn_no,
+            identities.c.begn_date <= date,
+            or_(identities.c.end_date.is_(None), identities.c.end_date >= date),
+        )
+    ).scalars()
+    return frozenset(rows)
+
+
+def filings_on(conn: Connection, psn_no: str, date: dt.date) -> Sequence[Row[Any]]:
+    """Active filings valid on ``date`` (a stay admitted within validity counts)."""
+    return conn.execute(
+        select(filings).where(
+            filings.c.psn_no == psn_no,
+            filings.c.status == "active",
+            filings.c.begn_date <= date,
+            or_(filings.c.end_date.is_(None), filings.c.end_date >= date),
+        )
+    ).all()
+
+
+def active_bindings_for_member(conn: Connection, member: str) -> Sequence[Row[Any]]:
+    return conn.execute(
+        select(family_bindings)
+        .where(family_bindings.c.member_psn_no == member, family_bindings.c.unbound_at.is_(None))
+        .order_by(family_bindings.c.id)
+    ).all()
+
+
+def credential(conn: Connection, kind: str, number: str) -> Row[Any] | None:
+    return conn.execute(select(credentials).where(credentials.c.kind == kind, credentials.c.number == number)).first()
+
+
+def pin_row(conn: Connection, psn_no: str) -> Row[Any] | None:
+    return conn.execute(select(pins).where(pins.c.psn_no == psn_no)).first()
+
+
+# -- accumulators ---------------------------------------------------------------------
+def get_accumulators(conn: Connection, psn_no: str, year: int, insutype: str) -> dict[str, int]:
+    rows = conn.execute(
+        select(accumulators.c.key, accumulators.c.value).where(
+            accumulators.c.psn_no == psn_no, accumulators.c.year == year, accumulators.c.insutype == insutype
+        )
+    ).all()
+    return {key: value for key, value in rows}
+
+
+def add_accumulators(conn: Connection, psn_no: str, year: int, insutype: str, deltas: Mapping[str, int]) -> None:
+    """Add ``deltas`` to the stored rows (creating them); the person is locked by the caller."""
+    if not deltas:
+        return
+    current = get_accumulators(conn, psn_no, year, insutype)
+    for key, delta in sorted(deltas.items()):
+        if key in current:
+            conn.execute(
+                update(accumulators)
+                .where(
+                    accumulators.c.psn_no == psn_no,
+                    accumulators.c.year == year,
+                    accumulators.c.insutype == insutype,
+                    accumulators.c.key == key,
+                )
+                .values(value=accumulators.c.value + delta)
+            )
+        else:
+            conn.execute(insert(accumulators).values(psn_no=psn_no, year=year, insutype=insutype, key=key, value=delta))
+
+
+# -- ledger ----------------------------------------------------------------------------
+def account_ids(conn: Connection, codes: Iterable[str]) -> dict[str, int]:
+    """Ids of the accounts, creating missing ones (personal accounts are created at enrolment)."""
+    wanted = sorted(set(codes))
+    found = dict(
+        conn.execute(
+            select(ledger_accounts.c.code, ledger_accounts.c.id).where(ledger_accounts.c.code.in_(wanted))
+        ).all()
+    )
+    missing = [code for code in wanted if code not in found]
+    if missing:
+        # Two settlements may open the same institution or fund account at once: let one win.
+        rows = [{"code": c, "kind": account_kind(c), "owner": c.split(":")[1], "balance_fen": 0} for c in missing]
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(ledger_accounts).on_conflict_do_nothing(index_elements=["code"]), rows)
+        found.update(
+            conn.execute(
+                select(ledger_accounts.c.code, ledger_accounts.c.id).where(ledger_accounts.c.code.in_(missing))
+            ).all()
+        )
+    return found
+
+
+def post_entry(conn: Connection, entry: Entry, now: dt.datetime) -> int:
+    """Append one balanced entry; personal balances move with it (CHECK ≥ 0 guards them)."""
+    key = conn.execute(
+        insert(journal_entries).values(kind=entry.kind, ref=entry.ref, created_at=now, memo=entry.memo[:200])
+    ).inserted_primary_key
+    assert key is not None
+    entry_id = int(key[0])
+    if not entry.postings:
+        return entry_id
+    ids = account_ids(conn, (p.account for p in entry.postings))
+    conn.execute(
+        insert(postings),
+        [{"entry_id": entry_id, "account_id": ids[p.account], "amount_fen": p.amount_fen} for p in entry.postings],
+    )
+    for p in entry.postings:
+        if p.account.startswith("psn:"):
+            # Liability: the credit balance falls by a debit.
+            conn.execute(
+                update(ledger_accounts)
+                .where(ledger_accounts.c.id == ids[p.account])
+                .values(balance_fen=ledger_accounts.c.balance_fen - p.amount_fen)
+            )
+    return entry_id
+
+
+def balances(conn: Connection, psn_no: str) -> tuple[int, int]:
+    """(current-year, historical) personal account balances in fen."""
+    rows = dict(
+        conn.execute(
+            select(ledger_accounts.c.code, ledger_accounts.c.balance_fen).where(
+                ledger_accounts.c.code.in_((f"psn:{psn_no}:current", f"psn:{psn_no}:historical"))
+            )
+        ).all()
+    )
+    return rows.get(f"psn:{psn_no}:current", 0), rows.get(f"psn:{psn_no}:historical", 0)
+
+
+def account_balance_by_postings(conn: Connection, code: str) -> int:
+    """Σ postings of an account (debit positive)."""
+    value = conn.execute(
+        select(func.coalesce(func.sum(postings.c.amount_fen), 0))
+        .select_from(postings.join(ledger_accounts, postings.c.account_id == ledger_accounts.c.id))
+        .where(ledger_accounts.c.code == code)
+    ).scalar_one()
+    return int(value)
+
+
+# -- settlements and messages ----------------------------------------------------------
+def get_message(conn: Connection, msgid: str) -> Row[Any] | None:
+    return conn.execute(select(messages).where(messages.c.msgid == msgid)).first()
+
+
+def get_settlement(conn: Connection, setl_id: str) -> Row[Any] | None:
+    return conn.execute(select(settlements).where(settlements.c.setl_id == setl_id)).first()
+
+
+def reversal_of(conn: Connection, setl_id: str) -> Row[Any] | None:
+    return conn.execute(select(settlements).where(settlements.c.reverses_setl_id == setl_id)).first()
+
+
+def settlements_of(conn: Connection, psn_no: str, year: int | None = None) -> Sequence[Row[Any]]:
+    query = select(settlements).where(settlements.c.psn_no == psn_no)
+    if year is not None:
+        query = query.where(settlements.c.year == year)
+    return conn.execute(query.order_by(settlements.c.setl_time, settlements.c.setl_id)).all()
+
+
+def settlements_between(
+    conn: Connection, fixmedins_code: str, start: dt.datetime, end: dt.datetime
+) -> Sequence[Row[Any]]:
+    return conn.execute(
+        select(settlements)
+        .where(
+            and_(
+                settlements.c.fixmedins_code == fixmedins_code,
+                settlements.c.setl_time >= start,
+                settlements.c.setl_time < end,
+            )
+        )
+        .order_by(settlements.c.setl_time, settlements.c.setl_id)
+    ).all()

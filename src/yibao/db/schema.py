@@ -1,0 +1,254 @@
+"""Database tables (SQLAlchemy Core), the same for SQLite and PostgreSQL.
+
+Money is BIGINT fen. The journal (``journal_entries``, ``postings``) is
+append-only: triggers installed by the migration refuse UPDATE and DELETE.
+Personal account balances are stored (for the CHECK ≥ 0 and for locking);
+pooled-fund and institution balances are sums of postings, so concurrent
+settlements never queue on one hot row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["PERSONAL_KINDS", "metadata"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: Ledger account kinds whose balance belongs to an insured person and may never go below zero.
+PERSONAL_KINDS = ("psn_current", "psn_historical")
+
+regions = Table(
+    "regions",
+    metadata,
+    Column("code", String(6), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("parent_code", String(6), ForeignKey("regions.code"), nullable=True),
+)
+
+institutions = Table(
+    "institutions",
+    metadata,
+    Column("fixmedins_code", String(20), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(10), nullable=False),  # hospital | pharmacy
+    Column("hosp_lv", String(2), nullable=False),
+    Column("admdvs", String(6), ForeignKey("regions.code"), nullable=False),
+    Column("designated", Boolean, nullable=False),
+    Column("valid_from", Date, nullable=False),
+    Column("valid_to", Date, nullable=True),
+    Column("networked", Boolean, nullable=False),
+    CheckConstraint("kind IN ('hospital', 'pharmacy')", name="kind"),
+)
+
+persons = Table(
+    "persons",
+    metadata,
+    Column("psn_no", String(30), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("certno", String(18), nullable=False, unique=True),
+    Column("gend", String(1), nullable=False),
+    Column("brdy", Date, nullable=False),
+    Column("admdvs", String(6), ForeignKey("regions.code"), nullable=False),
+    Column("suspended_from", Date, nullable=True),
+    Column("suspended_to", Date, nullable=True),
+    Column("suspension_reason", String(200), nullable=True),
+    CheckConstraint("gend IN ('1', '2')", name="gend"),
+)
+
+enrolments = Table(
+    "enrolments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("insutype", String(3), nullable=False),
+    Column("psn_type", String(10), nullable=False),
+    Column("admdvs", String(6), ForeignKey("regions.code"), nullable=False),
+    Column("begn_date", Date, nullable=False),
+    Column("pause_date", Date, nullable=True),
+    Column("end_date", Date, nullable=True),
+    Column("waiting_until", Date, nullable=True),  # 等待期: benefits start after this date
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("idet_type", String(20), nullable=False),
+    Column("begn_date", Date, nullable=False),
+    Column("end_date", Date, nullable=True),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("kind", String(10), nullable=False),  # card | evoucher | idcard
+    Column("number", String(64), nullable=False),
+    Column("card_sn", String(32), nullable=True),
+    Column("status", String(12), nullable=False),  # active | temp_lost | lost | replaced
+    Column("expires_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("kind", "number", name="uq_credentials_kind_number"),
+    CheckConstraint("kind IN ('card', 'evoucher', 'idcard')", name="kind"),
+    CheckConstraint("status IN ('active', 'temp_lost', 'lost', 'replaced')", name="status"),
+)
+
+pins = Table(
+    "pins",
+    metadata,
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), primary_key=True),
+    Column("pin_hash", String(200), nullable=False),
+    Column("must_change", Boolean, nullable=False),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked", Boolean, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code", String(80), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("owner", String(30), nullable=True, index=True),
+    # Credit balance for liabilities and funds, debit balance for assets; stored only for
+    # personal accounts (see module docstring), 0 elsewhere.
+    Column("balance_fen", BigInteger, nullable=False, default=0),
+    CheckConstraint(
+        "kind NOT IN ('psn_current', 'psn_historical') OR balance_fen >= 0", name="personal_balance_not_negative"
+    ),
+)
+
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(24), nullable=False),
+    Column("ref", String(64), nullable=False, index=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("memo", String(200), nullable=False, default=""),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", Integer, ForeignKey("journal_entries.id"), nullable=False, index=True),
+    Column("account_id", Integer, ForeignKey("ledger_accounts.id"), nullable=False, index=True),
+    Column("amount_fen", BigInteger, nullable=False),  # debit positive, credit negative
+)
+
+accumulators = Table(
+    "accumulators",
+    metadata,
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("insutype", String(3), primary_key=True),
+    Column("key", String(80), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    CheckConstraint("value >= 0", name="not_negative"),
+)
+
+family_bindings = Table(
+    "family_bindings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("holder_psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("member_psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("relation", String(20), nullable=False),  # the member's relation to the holder
+    Column("bound_at", DateTime, nullable=False),
+    Column("unbound_at", DateTime, nullable=True),
+)
+
+filings = Table(
+    "filings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("kind", String(10), nullable=False),  # offsite | disease
+    Column("offsite_type", String(12), nullable=True),  # long_term | referral | emergency | temporary
+    Column("mdtrtarea_admvs", String(6), nullable=True),
+    Column("dise_codg", String(20), nullable=True),
+    Column("begn_date", Date, nullable=False),
+    Column("end_date", Date, nullable=True),
+    Column("status", String(10), nullable=False),  # active | cancelled
+    Column("created_at", DateTime, nullable=False),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("setl_id", String(32), primary_key=True),
+    Column("msgid", String(40), nullable=True, index=True),
+    Column("kind", String(10), nullable=False),  # settle | reversal
+    Column("reverses_setl_id", String(32), ForeignKey("settlements.setl_id"), nullable=True, unique=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False, index=True),
+    Column("mdtrt_id", String(32), nullable=True),
+    Column("insutype", String(3), nullable=False),
+    Column("med_type", String(10), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("setl_time", DateTime, nullable=False),
+    Column("medfee_sumamt", BigInteger, nullable=False),
+    Column("fund_pay_sumamt", BigInteger, nullable=False),
+    Column("acct_pay", BigInteger, nullable=False),
+    Column("psn_cash_pay", BigInteger, nullable=False),
+    Column("policy_version", String(80), nullable=False),
+    Column("entry_id", Integer, ForeignKey("journal_entries.id"), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("result_json", Text, nullable=False),
+    Column("deltas_json", Text, nullable=False),
+    Index("ix_settlements_inst_time", "fixmedins_code", "setl_time"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("msgid", String(40), primary_key=True),
+    Column("operation", String(20), nullable=False),
+    Column("payload_hash", String(64), nullable=False),
+    Column("response_json", Text, nullable=False),
+    Column("setl_id", String(32), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+contributions = Table(
+    "contributions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # employee_monthly | retiree_allotment | resident_premium
+    Column("period", String(7), nullable=False),  # YYYY-MM or YYYY
+    Column("base_fen", BigInteger, nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("account_fen", BigInteger, nullable=False),
+    Column("entry_id", Integer, ForeignKey("journal_entries.id"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("psn_no", "kind", "period", name="uq_contributions_once_per_period"),
+)
