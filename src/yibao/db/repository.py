@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..ledger import Entry, account_kind
+from ..ledger import Entry, Posting, account_kind
 from .schema import (
     accumulators,
     credentials,
@@ -48,6 +48,10 @@ __all__ = [
 
 def get_person(conn: Connection, psn_no: str) -> Row[Any] | None:
     return conn.execute(select(persons).where(persons.c.psn_no == psn_no)).first()
+
+
+def person_by_certno(conn: Connection, certno: str) -> Row[Any] | None:
+    return conn.execute(select(persons).where(persons.c.certno == certno.upper())).first()
 
 
 def lock_persons(conn: Connection, psn_nos: Iterable[str]) -> None:
@@ -197,6 +201,23 @@ def post_entry(conn: Connection, entry: Entry, now: dt.datetime) -> int:
                 .values(balance_fen=ledger_accounts.c.balance_fen - p.amount_fen)
             )
     return entry_id
+
+
+def entry_of(conn: Connection, entry_id: int) -> Entry:
+    """A stored entry as a value (to negate it)."""
+    head = conn.execute(select(journal_entries).where(journal_entries.c.id == entry_id)).one()
+    rows = conn.execute(
+        select(ledger_accounts.c.code, postings.c.amount_fen)
+        .select_from(postings.join(ledger_accounts, postings.c.account_id == ledger_accounts.c.id))
+        .where(postings.c.entry_id == entry_id)
+        .order_by(postings.c.id)
+    ).all()
+    return Entry(head.kind, head.ref, head.memo, tuple(Posting(code, amount) for code, amount in rows))
+
+
+def entry_persons(conn: Connection, entry_id: int) -> list[str]:
+    """Persons whose personal accounts an entry touched."""
+    return sorted({p.account.split(":")[1] for p in entry_of(conn, entry_id).postings if p.account.startswith("psn:")})
 
 
 def balances(conn: Connection, psn_no: str) -> tuple[int, int]:

@@ -34,6 +34,7 @@ __all__ = [
     "Repeat",
     "Row",
     "Scheme",
+    "Security",
     "Table",
 ]
 
@@ -452,9 +453,18 @@ class Scheme(_Frozen):
         return value
 
 
+class Security(_Frozen):
+    """Credential rules (domain.md §8)."""
+
+    max_pin_attempts: int = Field(default=6, ge=1, le=20)
+    initial_pin: str = Field(default="123456", pattern=r"^\d{6}$")
+    evoucher_ttl_minutes: int = Field(default=5, ge=1, le=1440)
+
+
 class PolicyParams(_Frozen):
     """Everything a region's policy says on one date."""
 
+    security: Security = Security()
     person_categories: Mapping[str, str]
     level_groups: Mapping[str, str]
     identities: Mapping[str, str] = {}

@@ -1,0 +1,482 @@
+"""Real-time settlement: entitlement (2001), pre-settle, settle, reverse and 冲正.
+
+Each write runs in one unit of work: lock the persons whose money moves (sorted),
+read their accumulators and balances, run the pure engine, then store the
+settlement, its balanced journal entry, the accumulator deltas and the reply
+under the ``msgid`` — all or nothing. A retry of a ``msgid`` returns the stored
+reply; the same ``msgid`` with another payload is an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, insert
+
+from .. import ledger
+from ..db import repository as repo
+from ..db.schema import messages, settlements
+from ..engine import Engine as SettlementEngine
+from ..engine import SettlementResult, parse_request
+from ..errors import Reason, RequestError, SettlementRefused, YibaoError
+from ..money import format_fen
+from .credentials import Credential, check_pin, resolve_credential
+from .uow import transact
+
+__all__ = ["IdempotencyConflict", "NotFound", "SettleCommand", "SettlementService", "StoredReply"]
+
+#: The member's relation to the account holder → the holder's relation to the member.
+_INVERSE = {
+    "spouse": "spouse",
+    "child": "parent",
+    "parent": "child",
+    "sibling": "sibling",
+    "grandchild": "grandparent",
+    "grandparent": "grandchild",
+}
+_MED_TYPE_NEEDS_NETWORK = True
+
+
+class IdempotencyConflict(YibaoError):
+    """The ``msgid`` was used before with a different payload."""
+
+    code = "MSGID_CONFLICT"
+
+
+class NotFound(YibaoError):
+    code = "NOT_FOUND"
+
+
+class Forbidden(YibaoError):
+    code = "FORBIDDEN"
+
+
+@dataclass(frozen=True)
+class SettleCommand:
+    """A settlement as the gateway or a test asks for it (national field names in ``payload``).
+
+    ``payload`` holds ``insutype``, ``med_type``, ``begntime``, ``feedetail``,
+    ``acct_used_flag``, optional ``dise_codg``, ``mdtrt_id``, ``psn_idet_types`` is
+    NOT accepted from outside — identities come from the registry.
+    """
+
+    msgid: str
+    fixmedins_code: str
+    credential: Credential
+    payload: Mapping[str, Any]
+    use_family: bool = True
+
+    def digest(self, operation: str) -> str:
+        body = {
+            "op": operation,
+            "fixmedins_code": self.fixmedins_code,
+            "cred": [self.credential.cert_type, self.credential.number, self.credential.card_sn],
+            "payload": self.payload,
+            "family": self.use_family,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    """A reply as stored under its msgid; ``replayed`` is True for a retry."""
+
+    msgid: str
+    operation: str
+    body: dict[str, Any]
+    setl_id: str | None
+    replayed: bool = False
+
+
+@dataclass
+class _Prepared:
+    psn_no: str
+    admdvs: str
+    request: dict[str, Any]
+    locked: list[str] = field(default_factory=list)
+
+
+def _age(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+class SettlementService:
+    """The settlement use cases over a database and a loaded engine."""
+
+    def __init__(
+        self,
+        db: Engine,
+        engine: SettlementEngine,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(),
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:24],
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.clock = clock
+        self.new_id = new_id
+
+    # -- 2001 entitlement ------------------------------------------------------------------
+    def entitlement(
+        self, credential: Credential, fixmedins_code: str, insutype: str, med_type: str, date: dt.date
+    ) -> list[Reason]:
+        """Every reason the person may not get benefits for this visit (empty = entitled)."""
+
+        def work(conn: Connection) -> list[Reason]:
+            psn_no, reasons = resolve_credential(conn, credential, self.clock())
+            if psn_no is None:
+                return reasons
+            return reasons + self._gates(conn, psn_no, fixmedins_code, insutype, med_type, date)
+
+        return transact(self.db, work, readonly=True)
+
+    def _gates(
+        self, conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, med_type: str, date: dt.date
+    ) -> list[Reason]:
+        reasons: list[Reason] = []
+        person = repo.get_person(conn, psn_no)
+        if person is None:
+            return [Reason("PERSON_NOT_FOUND", f"人员 {psn_no} 不存在")]
+        enrol = repo.enrolment_on(conn, psn_no, insutype, date)
+        if enrol is None:
+            reasons.append(Reason("NOT_INSURED", f"{date} 未参加险种 {insutype}"))
+        else:
+            if enrol.pause_date is not None and enrol.pause_date <= date:
+                reasons.append(Reason("PAUSED", f"参保已于 {enrol.pause_date} 暂停 (中断缴费), 统筹基金暂停支付"))
+            if enrol.waiting_until is not None and date <= enrol.waiting_until:
+                reasons.append(Reason("WAITING_PERIOD", f"处于待遇等待期, {enrol.waiting_until} 后方可享受待遇"))
+        if person.suspended_from is not None and person.suspended_from <= date <= (person.suspended_to or date):
+            why = person.suspension_reason or "违规使用医保"
+            reasons.append(Reason("SETTLEMENT_SUSPENDED", f"直接结算已暂停至 {person.suspended_to} ({why})"))
+        inst = repo.get_institution(conn, fixmedins_code)
+        if inst is None:
+            reasons.append(Reason("INSTITUTION_UNKNOWN", f"定点机构 {fixmedins_code} 不存在"))
+            return reasons
+        if not inst.designated or inst.valid_from > date or (inst.valid_to is not None and inst.valid_to < date):
+            reasons.append(Reason("INSTITUTION_NOT_DESIGNATED", f"{inst.name} 在 {date} 不是定点医药机构"))
+        if enrol is not None:
+            local = self.engine.policies.find_region(inst.admdvs) == self.engine.policies.find_region(enrol.admdvs)
+            if not local:
+                if not inst.networked:
+                    reasons.append(Reason("INSTITUTION_NOT_NETWORKED", f"{inst.name} 未开通异地就医直接结算"))
+                offsite = [f for f in repo.filings_on(conn, psn_no, date) if f.kind == "offsite"]
+                if not offsite:
+                    reasons.append(Reason("OFFSITE_UNFILED", "异地就医未备案, 不能直接结算"))
+            policy = self.engine.policies.resolve(enrol.admdvs, date)
+            scheme = policy.scheme(insutype)
+            benefit = None
+            if scheme is not None:
+                benefit = next((b for b in scheme.benefits.values() if med_type in b.med_types), None)
+            if benefit is None:
+                reasons.append(Reason("MED_TYPE_NOT_COVERED", f"险种 {insutype} 无医疗类别 {med_type} 的待遇"))
+            elif benefit.requires_disease_filing:
+                diseases = [f for f in repo.filings_on(conn, psn_no, date) if f.kind == "disease"]
+                if not diseases:
+                    reasons.append(Reason("DISEASE_NOT_FILED", f"{benefit.title}须先办理病种备案"))
+        return reasons
+
+    # -- building the engine request -------------------------------------------------------
+    def _prepare(self, conn: Connection, cmd: SettleCommand, *, lock: bool) -> _Prepared:
+        now = self.clock()
+        psn_no, reasons = resolve_credential(conn, cmd.credential, now)
+        if psn_no is None or reasons:
+            raise SettlementRefused(tuple(reasons))
+        payload = dict(cmd.payload)
+        begntime = payload.get("begntime")
+        if not isinstance(begntime, str) or len(begntime) < 10:
+            raise RequestError("begntime", "missing required value")
+        try:
+            date = dt.date.fromisoformat(begntime[:10])
+        except ValueError:
+            raise RequestError("begntime", f"not a date: {begntime!r}") from None
+        insutype = str(payload.get("insutype") or "")
+        med_type = str(payload.get("med_type") or "")
+        gates = self._gates(conn, psn_no, cmd.fixmedins_code, insutype, med_type, date)
+        if gates:
+            raise SettlementRefused(tuple(gates))
+        holders = [b for b in repo.active_bindings_for_member(conn, psn_no)] if cmd.use_family else []
+        acct = str(payload.get("acct_used_flag") or "0") == "1"
+        locked = [psn_no, *(b.holder_psn_no for b in holders)] if acct else [psn_no]
+        if lock:
+            repo.lock_persons(conn, locked)
+        if acct and cmd.credential.cert_type in ("02", "03"):
+            policy_region = repo.enrolment_on(conn, psn_no, insutype, date)
+            assert policy_region is not None
+            security = self.engine.policies.resolve(policy_region.admdvs, date).params.security
+            pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
+            if pin_reasons:
+                raise _PinRefused(tuple(pin_reasons))
+        person = repo.get_person(conn, psn_no)
+        enrol = repo.enrolment_on(conn, psn_no, insutype, date)
+        inst = repo.get_institution(conn, cmd.fixmedins_code)
+        assert person is not None and enrol is not None and inst is not None
+        filed = repo.filings_on(conn, psn_no, date)
+        offsite = next((f.offsite_type for f in filed if f.kind == "offsite"), None)
+        current, historical = repo.balances(conn, psn_no)
+        family = []
+        for binding in holders:
+            holder = repo.get_person(conn, binding.holder_psn_no)
+            if holder is None:
+                continue
+            cur, hist = repo.balances(conn, binding.holder_psn_no)
+            family.append(
+                {
+                    "psn_no": binding.holder_psn_no,
+                    "relation": _INVERSE.get(binding.relation, binding.relation),
+                    "insuplc_admdvs": holder.admdvs,
+                    "current_year": cur,
+                    "historical": hist,
+                }
+            )
+        request = {
+            **{k: v for k, v in payload.items() if k not in ("psn_idet_types", "accumulators", "accounts", "filings")},
+            "psn_no": psn_no,
+            "gend": person.gend,
+            "age": _age(person.brdy, date),
+            "psn_type": enrol.psn_type,
+            "hosp_lv": inst.hosp_lv,
+            "insuplc_admdvs": enrol.admdvs,
+            "mdtrtarea_admvs": inst.admdvs,
+            "psn_idet_types": sorted(repo.identities_on(conn, psn_no, date)),
+            "filings": {
+                "offsite": offsite,
+                "diseases": sorted(f.dise_codg for f in filed if f.kind == "disease" and f.dise_codg),
+            },
+            "accumulators": {"year": date.year, "values": repo.get_accumulators(conn, psn_no, date.year, insutype)},
+            "accounts": {"current_year": current, "historical": historical, "family": family},
+        }
+        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request), locked)
+
+    def _compute(self, prepared: _Prepared) -> SettlementResult:
+        return self.engine.settle(parse_request(prepared.request))
+
+    # -- 2206 / 2303 pre-settlement --------------------------------------------------------
+    def presettle(self, cmd: SettleCommand) -> SettlementResult:
+        """The same computation as :meth:`settle`; writes nothing (bar a failed-PIN count)."""
+
+        def work(conn: Connection) -> SettlementResult | _PinRefused:
+            try:
+                return self._compute(self._prepare(conn, cmd, lock=False))
+            except _PinRefused as refused:
+                return refused  # commit the failed-attempt count, then refuse
+
+        return _unwrap(transact(self.db, work))
+
+    # -- 2207 / 2304 settlement ------------------------------------------------------------
+    def settle(self, cmd: SettleCommand) -> StoredReply:
+        digest = cmd.digest("settle")
+
+        def work(conn: Connection) -> StoredReply | _PinRefused:
+            stored = self._replay(conn, cmd.msgid, digest)
+            if stored is not None:
+                return stored
+            try:
+                prepared = self._prepare(conn, cmd, lock=True)
+            except _PinRefused as refused:
+                return refused  # nothing but the failed-attempt count was written: commit it
+            result = self._compute(prepared)
+            now = self.clock()
+            setl_id = self.new_id()
+            body = result.to_json()
+            body["setlinfo"].update(setl_id=setl_id, setl_time=now.strftime("%Y-%m-%d %H:%M:%S"))
+            entry = ledger.settlement_entry(
+                result, setl_id=setl_id, fixmedins_code=cmd.fixmedins_code, admdvs=prepared.admdvs
+            )
+            entry_id = repo.post_entry(conn, entry, now)
+            repo.add_accumulators(conn, prepared.psn_no, result.year, result.insutype, result.accumulators_delta)
+            conn.execute(
+                insert(settlements).values(
+                    setl_id=setl_id,
+                    msgid=cmd.msgid,
+                    kind="settle",
+                    reverses_setl_id=None,
+                    psn_no=prepared.psn_no,
+                    fixmedins_code=cmd.fixmedins_code,
+                    mdtrt_id=result.mdtrt_id,
+                    insutype=result.insutype,
+                    med_type=result.med_type,
+                    year=result.year,
+                    setl_time=now,
+                    medfee_sumamt=result.medfee_sumamt,
+                    fund_pay_sumamt=result.fund_pay_sumamt,
+                    acct_pay=result.acct_pay,
+                    psn_cash_pay=result.psn_cash_pay,
+                    policy_version=result.policy_version,
+                    entry_id=entry_id,
+                    request_json=json.dumps(prepared.request, ensure_ascii=False, sort_keys=True),
+                    result_json=json.dumps(body, ensure_ascii=False),
+                    deltas_json=json.dumps(dict(result.accumulators_delta), sort_keys=True),
+                )
+            )
+            return self._store_reply(conn, cmd.msgid, "settle", digest, body, setl_id, now)
+
+        return _unwrap(transact(self.db, work))
+
+    # -- 2208 / 2305 reversal --------------------------------------------------------------
+    def reverse(self, setl_id: str, msgid: str, fixmedins_code: str) -> StoredReply:
+        """A new negated settlement and compensating entry; accumulators lose exactly the deltas."""
+        digest = hashlib.sha256(f"reverse|{setl_id}|{fixmedins_code}".encode()).hexdigest()
+
+        def work(conn: Connection) -> StoredReply:
+            stored = self._replay(conn, msgid, digest)
+            if stored is not None:
+                return stored
+            return self._reverse_in(conn, setl_id, msgid, fixmedins_code, digest, "reverse")
+
+        return transact(self.db, work)
+
+    def _reverse_in(
+        self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str, digest: str, operation: str
+    ) -> StoredReply:
+        original = repo.get_settlement(conn, setl_id)
+        if original is None:
+            raise NotFound(f"结算 {setl_id} 不存在")
+        if original.fixmedins_code != fixmedins_code:
+            raise Forbidden(f"结算 {setl_id} 不属于机构 {fixmedins_code}")
+        entry_row = repo.entry_of(conn, original.entry_id)
+        repo.lock_persons(conn, [original.psn_no, *(p for p in repo.entry_persons(conn, original.entry_id))])
+        if repo.reversal_of(conn, setl_id) is not None:
+            raise Forbidden(f"结算 {setl_id} 已冲销, 不能重复冲销")
+        now = self.clock()
+        new_id = self.new_id()
+        entry = ledger.negated(entry_row, kind="reversal", ref=new_id) if entry_row.postings else ledger.Entry(
+            "reversal", new_id, f"reverses settlement {setl_id}", ()
+        )  # fmt: skip
+        entry_id = repo.post_entry(conn, entry, now)
+        deltas = json.loads(original.deltas_json)
+        repo.add_accumulators(
+            conn, original.psn_no, original.year, original.insutype, {k: -v for k, v in deltas.items()}
+        )
+        body = _negated_body(json.loads(original.result_json), new_id, setl_id, now)
+        body["setlinfo"]["balc"] = format_fen(sum(repo.balances(conn, original.psn_no)))
+        conn.execute(
+            insert(settlements).values(
+                setl_id=new_id,
+                msgid=msgid,
+                kind="reversal",
+                reverses_setl_id=setl_id,
+                psn_no=original.psn_no,
+                fixmedins_code=fixmedins_code,
+                mdtrt_id=original.mdtrt_id,
+                insutype=original.insutype,
+                med_type=original.med_type,
+                year=original.year,
+                setl_time=now,
+                medfee_sumamt=-original.medfee_sumamt,
+                fund_pay_sumamt=-original.fund_pay_sumamt,
+                acct_pay=-original.acct_pay,
+                psn_cash_pay=-original.psn_cash_pay,
+                policy_version=original.policy_version,
+                entry_id=entry_id,
+                request_json=json.dumps({"reverses": setl_id}),
+                result_json=json.dumps(body, ensure_ascii=False),
+                deltas_json=json.dumps({k: -v for k, v in deltas.items()}, sort_keys=True),
+            )
+        )
+        return self._store_reply(conn, msgid, operation, digest, body, new_id, now)
+
+    # -- 2601 冲正 --------------------------------------------------------------------------
+    def undo(self, target_msgid: str, msgid: str, fixmedins_code: str) -> StoredReply:
+        """Undo whatever ``target_msgid`` did; a clear no-op answer if it did nothing."""
+        digest = hashlib.sha256(f"undo|{target_msgid}|{fixmedins_code}".encode()).hexdigest()
+
+        def work(conn: Connection) -> StoredReply:
+            stored = self._replay(conn, msgid, digest)
+            if stored is not None:
+                return stored
+            now = self.clock()
+            target = repo.get_message(conn, target_msgid)
+            if target is None or target.setl_id is None:
+                body = {"undone": False, "omsgid": target_msgid, "message": "原交易未处理或未产生结算, 无需冲正"}
+                return self._store_reply(conn, msgid, "undo", digest, body, None, now)
+            done = repo.reversal_of(conn, target.setl_id)
+            if done is not None:
+                body = {"undone": False, "omsgid": target_msgid, "setl_id": target.setl_id,
+                        "message": f"原交易已被冲销 ({done.setl_id}), 无需冲正"}  # fmt: skip
+                return self._store_reply(conn, msgid, "undo", digest, body, None, now)
+            reply = self._reverse_in(conn, target.setl_id, msgid, fixmedins_code, digest, "undo")
+            return reply
+
+        return transact(self.db, work)
+
+    # -- idempotency -----------------------------------------------------------------------
+    def _replay(self, conn: Connection, msgid: str, digest: str) -> StoredReply | None:
+        row = repo.get_message(conn, msgid)
+        if row is None:
+            return None
+        if row.payload_hash != digest:
+            raise IdempotencyConflict(f"msgid {msgid} 已用于内容不同的交易")
+        return StoredReply(msgid, row.operation, json.loads(row.response_json), row.setl_id, replayed=True)
+
+    def _store_reply(
+        self, conn: Connection, msgid: str, operation: str, digest: str, body: dict[str, Any], setl_id: str | None,
+        now: dt.datetime,
+    ) -> StoredReply:  # fmt: skip
+        conn.execute(
+            insert(messages).values(
+                msgid=msgid,
+                operation=operation,
+                payload_hash=digest,
+                response_json=json.dumps(body, ensure_ascii=False),
+                setl_id=setl_id,
+                created_at=now,
+            )
+        )
+        return StoredReply(msgid, operation, body, setl_id)
+
+
+class _PinRefused(SettlementRefused):
+    """A wrong PIN refuses the settlement, yet its failure count must be committed."""
+
+
+T = TypeVar("T")
+
+
+def _unwrap(outcome: T | _PinRefused) -> T:
+    if isinstance(outcome, _PinRefused):
+        raise SettlementRefused(outcome.reasons)
+    return outcome
+
+
+def _fen_to_json(request: dict[str, Any]) -> dict[str, Any]:
+    """Balances and accumulators come from the database in fen; the request wants yuan strings."""
+    accounts = request["accounts"]
+    accounts["current_year"] = format_fen(accounts["current_year"])
+    accounts["historical"] = format_fen(accounts["historical"])
+    for rel in accounts["family"]:
+        rel["current_year"] = format_fen(rel["current_year"])
+        rel["historical"] = format_fen(rel["historical"])
+    values = request["accumulators"]["values"]
+    request["accumulators"]["values"] = {k: (v if k.endswith("_cnt") else format_fen(v)) for k, v in values.items()}
+    return request
+
+
+def _negated_body(body: dict[str, Any], new_id: str, setl_id: str, now: dt.datetime) -> dict[str, Any]:
+    """The reply of a reversal: the original amounts negated (domain.md §9)."""
+    info = dict(body["setlinfo"])
+    for key, value in list(info.items()):
+        if isinstance(value, str) and key not in ("pool_prop_selfpay", "balc") and _is_amount(value):
+            info[key] = _neg(value)
+    info.update(setl_id=new_id, setl_time=now.strftime("%Y-%m-%d %H:%M:%S"), reverses_setl_id=setl_id)
+    details = [
+        {**d, "fund_payamt": _neg(d["fund_payamt"]), "inscp_scp_amt": _neg(d["inscp_scp_amt"])}
+        for d in body.get("setldetail", [])
+    ]
+    return {"setlinfo": info, "setldetail": details}
+
+
+def _is_amount(text: str) -> bool:
+    head, _, tail = text.lstrip("-").partition(".")
+    return head.isdigit() and len(tail) == 2 and tail.isdigit()
+
+
+def _neg(text: str) -> str:
+    if text.startswith("-"):
+        return text[1:]
+    return text if text.strip("0.") == "" else "-" + text

@@ -1,0 +1,83 @@
+"""Unit of work: one database transaction that rolls back unless committed.
+
+:func:`transact` runs a function in a fresh unit of work and retries it, a
+bounded number of times, when the database reports a transient conflict
+(PostgreSQL deadlock or serialization failure, SQLite busy, or a concurrent
+insert of the same idempotency key), so callers never see those as errors.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+__all__ = ["MAX_ATTEMPTS", "UnitOfWork", "transact"]
+
+T = TypeVar("T")
+
+#: Attempts before a transient conflict is reported to the caller.
+MAX_ATTEMPTS = 12
+_RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+
+
+class UnitOfWork:
+    """``with UnitOfWork(engine) as uow: …; uow.commit()`` — anything else rolls back."""
+
+    def __init__(self, engine: Engine, *, readonly: bool = False) -> None:
+        self._engine = engine
+        self._readonly = readonly
+        self._committed = False
+
+    def __enter__(self) -> UnitOfWork:
+        conn = self._engine.connect()
+        if self._readonly:
+            conn = conn.execution_options(yibao_readonly=True)
+        self.conn: Connection = conn
+        self._tx = conn.begin()
+        return self
+
+    def commit(self) -> None:
+        self._tx.commit()
+        self._committed = True
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if not self._committed and self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            self.conn.close()
+
+
+def _transient(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _RETRY_SQLSTATES:
+        return True
+    if isinstance(exc, IntegrityError):
+        # A concurrent first attempt of the same msgid committed first: retry to replay it.
+        return "messages" in str(orig) or "uq_settlements_reverses_setl_id" in str(orig)
+    return isinstance(exc, OperationalError) and "database is locked" in str(orig)
+
+
+def transact(engine: Engine, work: Callable[[Connection], T], *, readonly: bool = False) -> T:
+    """Run ``work(conn)`` in a unit of work, committing if it returns; retry transient conflicts."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with UnitOfWork(engine, readonly=readonly) as uow:
+                result = work(uow.conn)
+                uow.commit()
+                return result
+        except DBAPIError as exc:
+            if attempt == MAX_ATTEMPTS or not _transient(exc):
+                raise
+            # Jittered backoff, capped: a conflict resolves as soon as the other transaction ends.
+            time.sleep(min(0.2, 0.002 * 2**attempt) * random.random())
+    raise AssertionError("unreachable")
