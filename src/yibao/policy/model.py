@@ -27,6 +27,7 @@ __all__ = [
     "Deductible",
     "Facts",
     "FamilyRules",
+    "Funding",
     "FundRule",
     "Gates",
     "Layer",
@@ -461,10 +462,33 @@ class Security(_Frozen):
     evoucher_ttl_minutes: int = Field(default=5, ge=1, le=1440)
 
 
+class Funding(_Frozen):
+    """How accounts and funds are fed (domain.md §5) and the waiting periods (§7)."""
+
+    #: In-service employees: share of the contribution base credited to the personal account (≈2%).
+    employee_account_ratio: Bp = 200
+    #: Employee total contribution rate on the base (employer + employee), the rest goes to the pool.
+    employee_contribution_ratio: Bp = 800
+    #: Retirees: fixed monthly allotment from the pool into the personal account.
+    retiree_monthly_allotment_fen: Fen = 8300
+    #: Residents: annual premium.
+    resident_premium_fen: Fen = 38000
+    employee_fund_pay_type: str = Field(default="310100", pattern=r"^\d{6}$")
+    resident_fund_pay_type: str = Field(default="390100", pattern=r"^\d{6}$")
+    #: Residents enrolling late or after a lapse wait this many months, plus one per lapsed year.
+    resident_waiting_months: int = Field(default=3, ge=0, le=24)
+    resident_extra_months_per_lapsed_year: int = Field(default=1, ge=0, le=12)
+    #: Newborns enrolled within this many days of birth are covered from birth.
+    newborn_grace_days: int = Field(default=90, ge=0, le=366)
+    #: Employees whose contributions lapsed this many months resume after as many months paid.
+    employee_lapse_months: int = Field(default=3, ge=1, le=24)
+
+
 class PolicyParams(_Frozen):
     """Everything a region's policy says on one date."""
 
     security: Security = Security()
+    funding: Funding = Funding()
     person_categories: Mapping[str, str]
     level_groups: Mapping[str, str]
     identities: Mapping[str, str] = {}
