@@ -1,0 +1,134 @@
+"""Read-only queries for persons and agency staff: balances, usage, accumulators, statements.
+
+All run in a read-only unit of work (SQLite: a deferred BEGIN, no write lock).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from ..db import repository as repo
+from ..db.schema import contributions
+from ..errors import RequestError
+from ..money import format_fen
+from .uow import transact
+
+__all__ = ["accumulators", "annual_statement", "balance", "usage_records"]
+
+#: What each accumulator counter means, for 5206-style answers.
+COUNTER_MEANINGS = {
+    "visit_cnt": "年内结算次数",
+    "dedc_amt": "年内已付起付线",
+    "dedc_lv_amt": "年内最高起付线标准",
+    "base_amt": "年内累计计算基数",
+    "elig_amt": "年内起付线以上累计",
+    "fund_amt": "年内已支付 (限额已用)",
+}
+#: Rows returned by a list query at most.
+MAX_ROWS = 1000
+
+
+def _person_or_error(conn: Connection, psn_no: str) -> None:
+    if repo.get_person(conn, psn_no) is None:
+        raise RequestError("psn_no", f"人员 {psn_no} 不存在", code="NOT_FOUND")
+
+
+def balance(db: Engine, psn_no: str) -> dict[str, str]:
+    """个人账户余额: current-year and historical."""
+
+    def work(conn: Connection) -> dict[str, str]:
+        _person_or_error(conn, psn_no)
+        current, historical = repo.balances(conn, psn_no)
+        return {
+            "psn_no": psn_no,
+            "current_year": format_fen(current),
+            "historical": format_fen(historical),
+            "balc": format_fen(current + historical),
+        }
+
+    return transact(db, work, readonly=True)
+
+
+def usage_records(db: Engine, psn_no: str, year: int | None = None) -> list[dict[str, Any]]:
+    """就医结算记录 with their lines, newest first (at most MAX_ROWS)."""
+
+    def work(conn: Connection) -> list[dict[str, Any]]:
+        _person_or_error(conn, psn_no)
+        rows = list(repo.settlements_of(conn, psn_no, year))[-MAX_ROWS:]
+        out = []
+        for row in reversed(rows):
+            body = json.loads(row.result_json)
+            out.append(
+                {
+                    "setl_id": row.setl_id,
+                    "kind": row.kind,
+                    "reverses_setl_id": row.reverses_setl_id,
+                    "fixmedins_code": row.fixmedins_code,
+                    "setl_time": row.setl_time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "insutype": row.insutype,
+                    "med_type": row.med_type,
+                    "medfee_sumamt": format_fen(row.medfee_sumamt),
+                    "fund_pay_sumamt": format_fen(row.fund_pay_sumamt),
+                    "acct_pay": format_fen(row.acct_pay),
+                    "psn_cash_pay": format_fen(row.psn_cash_pay),
+                    "lines": body.get("detlcutinfo", []),
+                }
+            )
+        return out
+
+    return transact(db, work, readonly=True)
+
+
+def accumulators(db: Engine, psn_no: str, year: int, insutype: str) -> list[dict[str, str | int]]:
+    """5206: the year-to-date accumulators, each with its meaning."""
+
+    def work(conn: Connection) -> list[dict[str, str | int]]:
+        _person_or_error(conn, psn_no)
+        values = repo.get_accumulators(conn, psn_no, year, insutype)
+        out: list[dict[str, str | int]] = []
+        for key, value in sorted(values.items()):
+            rule, _, counter = key.partition(".")
+            out.append(
+                {
+                    "key": key,
+                    "rule": rule,
+                    "meaning": COUNTER_MEANINGS.get(counter, counter),
+                    "value": value if counter.endswith("_cnt") else format_fen(value),
+                }
+            )
+        return out
+
+    return transact(db, work, readonly=True)
+
+
+def annual_statement(db: Engine, psn_no: str, year: int) -> dict[str, Any]:
+    """年度账单: settlements, what funds, the account and cash paid, contributions, balances."""
+
+    def work(conn: Connection) -> dict[str, Any]:
+        _person_or_error(conn, psn_no)
+        rows = repo.settlements_of(conn, psn_no, year)
+        totals = {"medfee_sumamt": 0, "fund_pay_sumamt": 0, "acct_pay": 0, "psn_cash_pay": 0}
+        for row in rows:
+            for key in totals:
+                totals[key] += getattr(row, key)
+        paid_in = conn.execute(
+            select(contributions.c.kind, contributions.c.amount_fen, contributions.c.account_fen).where(
+                contributions.c.psn_no == psn_no, contributions.c.period.like(f"{year}%")
+            )
+        ).all()
+        current, historical = repo.balances(conn, psn_no)
+        return {
+            "psn_no": psn_no,
+            "year": year,
+            "settlements": len([r for r in rows if r.kind == "settle"]),
+            "reversals": len([r for r in rows if r.kind == "reversal"]),
+            **{key: format_fen(value) for key, value in totals.items()},
+            "contributions": format_fen(sum(r.amount_fen for r in paid_in)),
+            "credited_to_account": format_fen(sum(r.account_fen for r in paid_in)),
+            "balance": {"current_year": format_fen(current), "historical": format_fen(historical)},
+        }
+
+    return transact(db, work, readonly=True)
