@@ -26,6 +26,12 @@ __all__ = ["app", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="yibao: medical insurance settlement.")
 policy_app = typer.Typer(no_args_is_help=True, help="Validate and inspect policy files.")
 app.add_typer(policy_app, name="policy")
+db_app = typer.Typer(no_args_is_help=True, help="Database: migrate and seed.")
+app.add_typer(db_app, name="db")
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL (default: $YIBAO_DATABASE_URL, else var/yibao.db)."),
+]
 
 PolicyDirOpt = Annotated[
     Path | None, typer.Option("--policy-dir", help="Directory of policy YAML files (default: bundled presets).")
@@ -167,6 +173,19 @@ def demo() -> None:
     typer.echo("== 结算说明 ==")
     for line in result.explain("zh"):
         typer.echo(f"  {line}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseOpt = None) -> None:
+    """Create or migrate the database schema to the latest revision."""
+    from .db import database_url as resolve_url
+    from .db import make_engine, upgrade
+
+    url = resolve_url(database_url)
+    engine = make_engine(url, pool_size=2)
+    upgrade(engine)
+    engine.dispose()
+    typer.echo(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
 
 
 def main() -> None:

@@ -126,6 +126,8 @@ def _region(data: Mapping[str, Any], key: str) -> str:
 
 
 def _amount(value: Any, field: str) -> int:
+    if _blank(value):
+        raise RequestError(field, "missing required value")
     try:
         fen = parse_fen(value)
     except ValueError as exc:
@@ -359,11 +361,13 @@ def parse_request(data: Any) -> SettlementRequest:
     diseases = filings.get("diseases") or []
     if not isinstance(diseases, list) or not all(isinstance(d, str) for d in diseases):
         raise RequestError("filings.diseases", "must be a list of disease codes")
-    accounts = data.get("accounts") or {}
+    accounts = data.get("accounts")
+    accounts = {} if accounts is None else accounts
     if not isinstance(accounts, Mapping):
         raise RequestError("accounts", "must be an object {current_year, historical, family}")
     current, historical = _balances(accounts, "accounts")
-    family_raw = accounts.get("family") or []
+    family_raw = accounts.get("family")
+    family_raw = [] if family_raw is None else family_raw
     if not isinstance(family_raw, list) or len(family_raw) > MAX_FAMILY_ACCOUNTS:
         raise RequestError("accounts.family", f"must be a list of at most {MAX_FAMILY_ACCOUNTS} accounts")
     family = []

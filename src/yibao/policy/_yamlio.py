@@ -16,7 +16,11 @@ __all__ = ["YamlError", "load_yaml"]
 
 
 class YamlError(ValueError):
-    """Syntax or structure error in a YAML document, with line information."""
+    """Syntax or structure error in a YAML document, with line information and key path."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _ExactLoader(yaml.SafeLoader):
@@ -48,9 +52,26 @@ _ExactLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 _ExactLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _check_duplicates(node: yaml.Node | None, path: str) -> None:
+    """Find a key repeated in one mapping, naming its key path (composition keeps both)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                raise YamlError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}", where)
+            seen.add(key)
+            _check_duplicates(value_node, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(item, f"{path}[{i}]")
+
+
 def load_yaml(text: str) -> Any:
     """Parse one YAML document into plain Python values (Decimal for reals)."""
     try:
+        _check_duplicates(yaml.compose(text, Loader=_ExactLoader), "")
         return yaml.load(text, Loader=_ExactLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

@@ -91,15 +91,28 @@ def _file_of(sources: Mapping[str, Source], key: str, default: str) -> str:
     return default
 
 
-def _loc_to_key(loc: Iterable[int | str]) -> str:
+def _loc_to_key(loc: Iterable[int | str], tree: Any) -> str:
+    """The YAML key path of a validation error location, as written in the file.
+
+    Validation adds structure the author did not write (a table's ``rows`` wrapper,
+    the ``value`` of a bare table value, union branch tags); the path follows the
+    resolved tree and stops where the written structure ends.
+    """
     out = ""
+    node = tree
     for part in loc:
+        if isinstance(part, str) and (part == "rows" or "[" in part or "(" in part):
+            continue
         if isinstance(part, int):
+            if not isinstance(node, list):
+                continue  # a bare value stands for a one-row table
             out += f"[{part}]"
-        elif part == "rows" or "[" in part or "(" in part:
-            continue  # the table wrapper and union branch tags are not YAML keys
+            node = node[part] if part < len(node) else None
         else:
+            if not isinstance(node, dict):
+                break  # e.g. ``value`` of a bare row
             out += f".{part}" if out else part
+            node = node.get(part)
     return out
 
 
@@ -140,7 +153,7 @@ class PolicyStore:
             try:
                 docs[name] = load_yaml(text)
             except YamlError as exc:
-                raise PolicyError(name, "", str(exc)) from None
+                raise PolicyError(name, exc.key, str(exc)) from None
         # Parse parents before children so references are inherited.
         by_region: dict[str, str] = {}
         for name, doc in docs.items():
@@ -247,7 +260,7 @@ class PolicyStore:
             params = PolicyParams.model_validate(plain)
         except ValidationError as exc:
             first = exc.errors()[0]
-            key = _loc_to_key(first["loc"])
+            key = _loc_to_key(first["loc"], plain)
             file = _file_of(sources, key, rf.file)
             raise PolicyError(
                 file, f"policy.{key}" if key else "policy", f"{first['msg']} (as in force {tag})"
