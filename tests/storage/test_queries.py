@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+
 import pytest
 from sqlalchemy import Connection, Engine
 
@@ -20,7 +23,8 @@ def test_queries_after_settle_and_reverse(db: Engine) -> None:
         b.person(conn, "P7", balance_fen=100000)
 
     transact(db, setup)
-    svc = SettlementService(db, ENGINE, clock=lambda: b.NOW)
+    ticks = itertools.count()
+    svc = SettlementService(db, ENGINE, clock=lambda: b.NOW + dt.timedelta(minutes=next(ticks)))
     cred = Credential("03", "CP7", "SNP7", b.PIN)
     first = svc.settle(SettleCommand("Q1", "H21060000001", cred, PAYLOAD))
     svc.settle(SettleCommand("Q2", "H21060000001", cred, PAYLOAD))
