@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -134,25 +134,46 @@ def get_accumulators(conn: Connection, psn_no: str, year: int, insutype: str) ->
     return {key: value for key, value in rows}
 
 
+_DECREASE = (
+    update(accumulators)
+    .where(
+        accumulators.c.psn_no == bindparam("b_psn_no"),
+        accumulators.c.year == bindparam("b_year"),
+        accumulators.c.insutype == bindparam("b_insutype"),
+        accumulators.c.key == bindparam("b_key"),
+    )
+    .values(value=accumulators.c.value + bindparam("delta"))
+)
+
+
 def add_accumulators(conn: Connection, psn_no: str, year: int, insutype: str, deltas: Mapping[str, int]) -> None:
-    """Add ``deltas`` to the stored rows (creating them); the person is locked by the caller."""
+    """Add ``deltas`` to the stored rows, creating them: one upsert (the person is locked by the caller)."""
     if not deltas:
         return
-    current = get_accumulators(conn, psn_no, year, insutype)
-    for key, delta in sorted(deltas.items()):
-        if key in current:
-            conn.execute(
-                update(accumulators)
-                .where(
-                    accumulators.c.psn_no == psn_no,
-                    accumulators.c.year == year,
-                    accumulators.c.insutype == insutype,
-                    accumulators.c.key == key,
-                )
-                .values(value=accumulators.c.value + delta)
-            )
-        else:
-            conn.execute(insert(accumulators).values(psn_no=psn_no, year=year, insutype=insutype, key=key, value=delta))
+    rows: list[dict[str, Any]] = [
+        {"psn_no": psn_no, "year": year, "insutype": insutype, "key": key, "value": delta}
+        for key, delta in sorted(deltas.items())
+    ]
+    # Increases may create rows: one upsert. Decreases (reversals) only touch existing rows, and
+    # PostgreSQL checks CHECK(value >= 0) on the proposed insert row, so they take the UPDATE path.
+    ups = [row for row in rows if row["value"] >= 0]
+    downs = [row for row in rows if row["value"] < 0]
+    if ups:
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(accumulators)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["psn_no", "year", "insutype", "key"],
+            set_={"value": accumulators.c.value + stmt.excluded.value},
+        )
+        conn.execute(stmt, ups)
+    if downs:
+        conn.execute(
+            _DECREASE,
+            [
+                {"b_psn_no": psn_no, "b_year": year, "b_insutype": insutype, "b_key": r["key"], "delta": r["value"]}
+                for r in downs
+            ],
+        )
 
 
 # -- ledger ----------------------------------------------------------------------------

@@ -102,6 +102,31 @@ class _Prepared:
     locked: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Visit:
+    """The registry rows a settlement needs, read once per unit of work."""
+
+    psn_no: str
+    fixmedins_code: str
+    insutype: str
+    person: Any
+    enrolment: Any
+    institution: Any
+    filings: tuple[Any, ...]
+
+
+def _load(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> _Visit:
+    return _Visit(
+        psn_no,
+        fixmedins_code,
+        insutype,
+        repo.get_person(conn, psn_no),
+        repo.enrolment_on(conn, psn_no, insutype, date),
+        repo.get_institution(conn, fixmedins_code),
+        tuple(repo.filings_on(conn, psn_no, date)),
+    )
+
+
 def _age(birth: dt.date, on: dt.date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
@@ -132,18 +157,16 @@ class SettlementService:
             psn_no, reasons = resolve_credential(conn, credential, self.clock())
             if psn_no is None:
                 return reasons
-            return reasons + self._gates(conn, psn_no, fixmedins_code, insutype, med_type, date)
+            return reasons + self._gates(_load(conn, psn_no, fixmedins_code, insutype, date), med_type, date)
 
         return transact(self.db, work, readonly=True)
 
-    def _gates(
-        self, conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, med_type: str, date: dt.date
-    ) -> list[Reason]:
-        reasons: list[Reason] = []
-        person = repo.get_person(conn, psn_no)
+    def _gates(self, visit: _Visit, med_type: str, date: dt.date) -> list[Reason]:
+        """Eligibility gates of domain.md §7 over rows already loaded (no queries here)."""
+        person, enrol, inst, insutype = visit.person, visit.enrolment, visit.institution, visit.insutype
         if person is None:
-            return [Reason("PERSON_NOT_FOUND", f"人员 {psn_no} 不存在")]
-        enrol = repo.enrolment_on(conn, psn_no, insutype, date)
+            return [Reason("PERSON_NOT_FOUND", f"人员 {visit.psn_no} 不存在")]
+        reasons: list[Reason] = []
         if enrol is None:
             reasons.append(Reason("NOT_INSURED", f"{date} 未参加险种 {insutype}"))
         else:
@@ -154,31 +177,26 @@ class SettlementService:
         if person.suspended_from is not None and person.suspended_from <= date <= (person.suspended_to or date):
             why = person.suspension_reason or "违规使用医保"
             reasons.append(Reason("SETTLEMENT_SUSPENDED", f"直接结算已暂停至 {person.suspended_to} ({why})"))
-        inst = repo.get_institution(conn, fixmedins_code)
         if inst is None:
-            reasons.append(Reason("INSTITUTION_UNKNOWN", f"定点机构 {fixmedins_code} 不存在"))
+            reasons.append(Reason("INSTITUTION_UNKNOWN", f"定点机构 {visit.fixmedins_code} 不存在"))
             return reasons
         if not inst.designated or inst.valid_from > date or (inst.valid_to is not None and inst.valid_to < date):
             reasons.append(Reason("INSTITUTION_NOT_DESIGNATED", f"{inst.name} 在 {date} 不是定点医药机构"))
         if enrol is not None:
-            local = self.engine.policies.find_region(inst.admdvs) == self.engine.policies.find_region(enrol.admdvs)
-            if not local:
+            policies = self.engine.policies
+            if policies.find_region(inst.admdvs) != policies.find_region(enrol.admdvs):
                 if not inst.networked:
                     reasons.append(Reason("INSTITUTION_NOT_NETWORKED", f"{inst.name} 未开通异地就医直接结算"))
-                offsite = [f for f in repo.filings_on(conn, psn_no, date) if f.kind == "offsite"]
-                if not offsite:
+                if not any(f.kind == "offsite" for f in visit.filings):
                     reasons.append(Reason("OFFSITE_UNFILED", "异地就医未备案, 不能直接结算"))
-            policy = self.engine.policies.resolve(enrol.admdvs, date)
-            scheme = policy.scheme(insutype)
+            scheme = policies.resolve(enrol.admdvs, date).scheme(insutype)
             benefit = None
             if scheme is not None:
                 benefit = next((b for b in scheme.benefits.values() if med_type in b.med_types), None)
             if benefit is None:
                 reasons.append(Reason("MED_TYPE_NOT_COVERED", f"险种 {insutype} 无医疗类别 {med_type} 的待遇"))
-            elif benefit.requires_disease_filing:
-                diseases = [f for f in repo.filings_on(conn, psn_no, date) if f.kind == "disease"]
-                if not diseases:
-                    reasons.append(Reason("DISEASE_NOT_FILED", f"{benefit.title}须先办理病种备案"))
+            elif benefit.requires_disease_filing and not any(f.kind == "disease" for f in visit.filings):
+                reasons.append(Reason("DISEASE_NOT_FILED", f"{benefit.title}须先办理病种备案"))
         return reasons
 
     # -- building the engine request -------------------------------------------------------
@@ -197,7 +215,8 @@ class SettlementService:
             raise RequestError("begntime", f"not a date: {begntime!r}") from None
         insutype = str(payload.get("insutype") or "")
         med_type = str(payload.get("med_type") or "")
-        gates = self._gates(conn, psn_no, cmd.fixmedins_code, insutype, med_type, date)
+        visit = _load(conn, psn_no, cmd.fixmedins_code, insutype, date)
+        gates = self._gates(visit, med_type, date)
         if gates:
             raise SettlementRefused(tuple(gates))
         holders = [b for b in repo.active_bindings_for_member(conn, psn_no)] if cmd.use_family else []
@@ -205,18 +224,13 @@ class SettlementService:
         locked = [psn_no, *(b.holder_psn_no for b in holders)] if acct else [psn_no]
         if lock:
             repo.lock_persons(conn, locked)
+        person, enrol, inst, filed = visit.person, visit.enrolment, visit.institution, visit.filings
+        assert person is not None and enrol is not None and inst is not None
         if acct and cmd.credential.cert_type in ("02", "03"):
-            policy_region = repo.enrolment_on(conn, psn_no, insutype, date)
-            assert policy_region is not None
-            security = self.engine.policies.resolve(policy_region.admdvs, date).params.security
+            security = self.engine.policies.resolve(enrol.admdvs, date).params.security
             pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
             if pin_reasons:
                 raise _PinRefused(tuple(pin_reasons))
-        person = repo.get_person(conn, psn_no)
-        enrol = repo.enrolment_on(conn, psn_no, insutype, date)
-        inst = repo.get_institution(conn, cmd.fixmedins_code)
-        assert person is not None and enrol is not None and inst is not None
-        filed = repo.filings_on(conn, psn_no, date)
         offsite = next((f.offsite_type for f in filed if f.kind == "offsite"), None)
         current, historical = repo.balances(conn, psn_no)
         family = []
@@ -412,7 +426,14 @@ class SettlementService:
             return None
         if row.payload_hash != digest:
             raise IdempotencyConflict(f"msgid {msgid} 已用于内容不同的交易")
-        return StoredReply(msgid, row.operation, json.loads(row.response_json), row.setl_id, replayed=True)
+        if row.setl_id is not None:
+            # The reply of a message that made a settlement is that settlement's stored result.
+            settlement = repo.get_settlement(conn, row.setl_id)
+            assert settlement is not None
+            body = json.loads(settlement.result_json)
+        else:
+            body = json.loads(row.response_json)
+        return StoredReply(msgid, row.operation, body, row.setl_id, replayed=True)
 
     def _store_reply(
         self, conn: Connection, msgid: str, operation: str, digest: str, body: dict[str, Any], setl_id: str | None,
@@ -423,7 +444,8 @@ class SettlementService:
                 msgid=msgid,
                 operation=operation,
                 payload_hash=digest,
-                response_json=json.dumps(body, ensure_ascii=False),
+                # A settlement's reply is its stored result (read back on replay), so not kept twice.
+                response_json="" if setl_id is not None else json.dumps(body, ensure_ascii=False),
                 setl_id=setl_id,
                 created_at=now,
             )
