@@ -46,8 +46,62 @@ __all__ = [
 ]
 
 
+# Hot-path statements are built once: constructing and cache-keying a statement per call
+# costs more than executing it.
+_PERSON = select(persons).where(persons.c.psn_no == bindparam("p"))
+_INSTITUTION = select(institutions).where(institutions.c.fixmedins_code == bindparam("code"))
+_ENROLMENT = (
+    select(enrolments)
+    .where(
+        enrolments.c.psn_no == bindparam("p"),
+        enrolments.c.insutype == bindparam("insutype"),
+        enrolments.c.begn_date <= bindparam("d"),
+        or_(enrolments.c.end_date.is_(None), enrolments.c.end_date >= bindparam("d")),
+    )
+    .order_by(enrolments.c.begn_date.desc())
+)
+_IDENTITIES = select(identities.c.idet_type).where(
+    identities.c.psn_no == bindparam("p"),
+    identities.c.begn_date <= bindparam("d"),
+    or_(identities.c.end_date.is_(None), identities.c.end_date >= bindparam("d")),
+)
+_FILINGS = select(filings).where(
+    filings.c.psn_no == bindparam("p"),
+    filings.c.status == "active",
+    filings.c.begn_date <= bindparam("d"),
+    or_(filings.c.end_date.is_(None), filings.c.end_date >= bindparam("d")),
+)
+_BINDINGS_FOR_MEMBER = (
+    select(family_bindings)
+    .where(family_bindings.c.member_psn_no == bindparam("p"), family_bindings.c.unbound_at.is_(None))
+    .order_by(family_bindings.c.id)
+)
+_CREDENTIAL = select(credentials).where(credentials.c.kind == bindparam("kind"), credentials.c.number == bindparam("n"))
+_PIN = select(pins).where(pins.c.psn_no == bindparam("p"))
+_ACCUMULATORS = select(accumulators.c.key, accumulators.c.value).where(
+    accumulators.c.psn_no == bindparam("p"),
+    accumulators.c.year == bindparam("y"),
+    accumulators.c.insutype == bindparam("insutype"),
+)
+_ACCOUNT_IDS = select(ledger_accounts.c.code, ledger_accounts.c.id).where(
+    ledger_accounts.c.code.in_(bindparam("codes", expanding=True))
+)
+_BALANCES = select(ledger_accounts.c.code, ledger_accounts.c.balance_fen).where(
+    ledger_accounts.c.code.in_(bindparam("codes", expanding=True))
+)
+_INSERT_ENTRY = insert(journal_entries)
+_INSERT_POSTINGS = insert(postings)
+_MOVE_PERSONAL = (
+    update(ledger_accounts)
+    .where(ledger_accounts.c.id == bindparam("b_id"))
+    .values(balance_fen=ledger_accounts.c.balance_fen - bindparam("debit"))
+)
+_MESSAGE = select(messages).where(messages.c.msgid == bindparam("m"))
+_SETTLEMENT = select(settlements).where(settlements.c.setl_id == bindparam("s"))
+
+
 def get_person(conn: Connection, psn_no: str) -> Row[Any] | None:
-    return conn.execute(select(persons).where(persons.c.psn_no == psn_no)).first()
+    return conn.execute(_PERSON, {"p": psn_no}).first()
 
 
 def person_by_certno(conn: Connection, certno: str) -> Row[Any] | None:
@@ -64,21 +118,12 @@ def lock_persons(conn: Connection, psn_nos: Iterable[str]) -> None:
 
 
 def get_institution(conn: Connection, code: str) -> Row[Any] | None:
-    return conn.execute(select(institutions).where(institutions.c.fixmedins_code == code)).first()
+    return conn.execute(_INSTITUTION, {"code": code}).first()
 
 
 def enrolment_on(conn: Connection, psn_no: str, insutype: str, date: dt.date) -> Row[Any] | None:
     """The enrolment covering ``date`` (begun, not ended), paused or not."""
-    return conn.execute(
-        select(enrolments)
-        .where(
-            enrolments.c.psn_no == psn_no,
-            enrolments.c.insutype == insutype,
-            enrolments.c.begn_date <= date,
-            or_(enrolments.c.end_date.is_(None), enrolments.c.end_date >= date),
-        )
-        .order_by(enrolments.c.begn_date.desc())
-    ).first()
+    return conn.execute(_ENROLMENT, {"p": psn_no, "insutype": insutype, "d": date}).first()
 
 
 def enrolments_of(conn: Connection, psn_no: str) -> Sequence[Row[Any]]:
@@ -86,51 +131,28 @@ def enrolments_of(conn: Connection, psn_no: str) -> Sequence[Row[Any]]:
 
 
 def identities_on(conn: Connection, psn_no: str, date: dt.date) -> frozenset[str]:
-    rows = conn.execute(
-        select(identities.c.idet_type).where(
-            identities.c.psn_no == psn_no,
-            identities.c.begn_date <= date,
-            or_(identities.c.end_date.is_(None), identities.c.end_date >= date),
-        )
-    ).scalars()
-    return frozenset(rows)
+    return frozenset(conn.execute(_IDENTITIES, {"p": psn_no, "d": date}).scalars())
 
 
 def filings_on(conn: Connection, psn_no: str, date: dt.date) -> Sequence[Row[Any]]:
     """Active filings valid on ``date`` (a stay admitted within validity counts)."""
-    return conn.execute(
-        select(filings).where(
-            filings.c.psn_no == psn_no,
-            filings.c.status == "active",
-            filings.c.begn_date <= date,
-            or_(filings.c.end_date.is_(None), filings.c.end_date >= date),
-        )
-    ).all()
+    return conn.execute(_FILINGS, {"p": psn_no, "d": date}).all()
 
 
 def active_bindings_for_member(conn: Connection, member: str) -> Sequence[Row[Any]]:
-    return conn.execute(
-        select(family_bindings)
-        .where(family_bindings.c.member_psn_no == member, family_bindings.c.unbound_at.is_(None))
-        .order_by(family_bindings.c.id)
-    ).all()
+    return conn.execute(_BINDINGS_FOR_MEMBER, {"p": member}).all()
 
 
 def credential(conn: Connection, kind: str, number: str) -> Row[Any] | None:
-    return conn.execute(select(credentials).where(credentials.c.kind == kind, credentials.c.number == number)).first()
+    return conn.execute(_CREDENTIAL, {"kind": kind, "n": number}).first()
 
 
 def pin_row(conn: Connection, psn_no: str) -> Row[Any] | None:
-    return conn.execute(select(pins).where(pins.c.psn_no == psn_no)).first()
+    return conn.execute(_PIN, {"p": psn_no}).first()
 
 
-# -- accumulators ---------------------------------------------------------------------
 def get_accumulators(conn: Connection, psn_no: str, year: int, insutype: str) -> dict[str, int]:
-    rows = conn.execute(
-        select(accumulators.c.key, accumulators.c.value).where(
-            accumulators.c.psn_no == psn_no, accumulators.c.year == year, accumulators.c.insutype == insutype
-        )
-    ).all()
+    rows = conn.execute(_ACCUMULATORS, {"p": psn_no, "y": year, "insutype": insutype}).all()
     return {key: value for key, value in rows}
 
 
@@ -180,29 +202,21 @@ def add_accumulators(conn: Connection, psn_no: str, year: int, insutype: str, de
 def account_ids(conn: Connection, codes: Iterable[str]) -> dict[str, int]:
     """Ids of the accounts, creating missing ones (personal accounts are created at enrolment)."""
     wanted = sorted(set(codes))
-    found = dict(
-        conn.execute(
-            select(ledger_accounts.c.code, ledger_accounts.c.id).where(ledger_accounts.c.code.in_(wanted))
-        ).all()
-    )
+    found = dict(conn.execute(_ACCOUNT_IDS, {"codes": wanted}).all())
     missing = [code for code in wanted if code not in found]
     if missing:
         # Two settlements may open the same institution or fund account at once: let one win.
         rows = [{"code": c, "kind": account_kind(c), "owner": c.split(":")[1], "balance_fen": 0} for c in missing]
         dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(dialect_insert(ledger_accounts).on_conflict_do_nothing(index_elements=["code"]), rows)
-        found.update(
-            conn.execute(
-                select(ledger_accounts.c.code, ledger_accounts.c.id).where(ledger_accounts.c.code.in_(missing))
-            ).all()
-        )
+        found.update(conn.execute(_ACCOUNT_IDS, {"codes": missing}).all())
     return found
 
 
 def post_entry(conn: Connection, entry: Entry, now: dt.datetime) -> int:
     """Append one balanced entry; personal balances move with it (CHECK ≥ 0 guards them)."""
     key = conn.execute(
-        insert(journal_entries).values(kind=entry.kind, ref=entry.ref, created_at=now, memo=entry.memo[:200])
+        _INSERT_ENTRY, {"kind": entry.kind, "ref": entry.ref, "created_at": now, "memo": entry.memo[:200]}
     ).inserted_primary_key
     assert key is not None
     entry_id = int(key[0])
@@ -210,17 +224,13 @@ def post_entry(conn: Connection, entry: Entry, now: dt.datetime) -> int:
         return entry_id
     ids = account_ids(conn, (p.account for p in entry.postings))
     conn.execute(
-        insert(postings),
+        _INSERT_POSTINGS,
         [{"entry_id": entry_id, "account_id": ids[p.account], "amount_fen": p.amount_fen} for p in entry.postings],
     )
-    for p in entry.postings:
-        if p.account.startswith("psn:"):
-            # Liability: the credit balance falls by a debit.
-            conn.execute(
-                update(ledger_accounts)
-                .where(ledger_accounts.c.id == ids[p.account])
-                .values(balance_fen=ledger_accounts.c.balance_fen - p.amount_fen)
-            )
+    # Personal accounts are liabilities: a debit lowers the stored credit balance.
+    moves = [{"b_id": ids[p.account], "debit": p.amount_fen} for p in entry.postings if p.account.startswith("psn:")]
+    if moves:
+        conn.execute(_MOVE_PERSONAL, moves)
     return entry_id
 
 
@@ -243,14 +253,9 @@ def entry_persons(conn: Connection, entry_id: int) -> list[str]:
 
 def balances(conn: Connection, psn_no: str) -> tuple[int, int]:
     """(current-year, historical) personal account balances in fen."""
-    rows = dict(
-        conn.execute(
-            select(ledger_accounts.c.code, ledger_accounts.c.balance_fen).where(
-                ledger_accounts.c.code.in_((f"psn:{psn_no}:current", f"psn:{psn_no}:historical"))
-            )
-        ).all()
-    )
-    return rows.get(f"psn:{psn_no}:current", 0), rows.get(f"psn:{psn_no}:historical", 0)
+    current, historical = f"psn:{psn_no}:current", f"psn:{psn_no}:historical"
+    rows = dict(conn.execute(_BALANCES, {"codes": [current, historical]}).all())
+    return rows.get(current, 0), rows.get(historical, 0)
 
 
 def account_balance_by_postings(conn: Connection, code: str) -> int:
@@ -265,11 +270,11 @@ def account_balance_by_postings(conn: Connection, code: str) -> int:
 
 # -- settlements and messages ----------------------------------------------------------
 def get_message(conn: Connection, msgid: str) -> Row[Any] | None:
-    return conn.execute(select(messages).where(messages.c.msgid == msgid)).first()
+    return conn.execute(_MESSAGE, {"m": msgid}).first()
 
 
 def get_settlement(conn: Connection, setl_id: str) -> Row[Any] | None:
-    return conn.execute(select(settlements).where(settlements.c.setl_id == setl_id)).first()
+    return conn.execute(_SETTLEMENT, {"s": setl_id}).first()
 
 
 def reversal_of(conn: Connection, setl_id: str) -> Row[Any] | None:
