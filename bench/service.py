@@ -1,0 +1,191 @@
+"""Settlements per second through the service layer (no HTTP), SQLite and PostgreSQL.
+
+    .venv/bin/python bench/service.py [--seconds 5] [--workers 1,8,32] [--db sqlite|postgresql|both]
+        [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--profile]
+
+Each worker thread settles a 20-line outpatient bill (Dandong employee outpatient
+pooling, account used) for its own rotating set of persons, each settlement a
+full unit of work: credential, gates, locks, engine, journal entry, accumulators,
+idempotency record. Reports settlements/s and p50/p99 latency per worker count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, insert, text
+
+from yibao import Engine as SettlementEngine
+from yibao import PolicyStore, ledger, load_demo_catalog
+from yibao.db import make_engine, upgrade
+from yibao.db import repository as repo
+from yibao.db import schema as S
+from yibao.idcard import check_digit
+from yibao.service.credentials import Credential, hash_pin
+from yibao.service.settlement import SettleCommand, SettlementService
+from yibao.service.uow import transact
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = dt.datetime(2025, 3, 1, 9, 0)
+INST = "H21060000001"
+PERSONS_PER_WORKER = 50
+
+
+def bill() -> dict[str, Any]:
+    """A 20-line outpatient bill from the demo catalogue (unrestricted items, 甲/乙类)."""
+    import csv
+
+    rows = [
+        r
+        for r in csv.DictReader((ROOT / "src/yibao/data/catalog/demo.csv").open(encoding="utf-8"))
+        if not r["admdvs"] and not r["enddate"] and r["demo_pric"] and r["chrgitm_lv"] != "03"
+        and not any(r[k] for k in ("lmt_med_types", "lmt_gend", "lmt_age_min", "lmt_age_max", "lmt_hosp_lv_min"))
+    ][:20]  # fmt: skip
+    lines = []
+    for i, r in enumerate(rows):
+        fen = int(r["demo_pric"].replace(".", "")) * 2
+        lines.append({"feedetl_sn": str(i + 1), "hilist_code": r["hilist_code"], "cnt": "2", "pric": r["demo_pric"],
+                      "det_item_fee_sumamt": f"{fen // 100}.{fen % 100:02d}"})  # fmt: skip
+    return {"insutype": "310", "med_type": "11", "begntime": "2025-03-01 09:00:00", "acct_used_flag": "1",
+            "feedetail": lines}  # fmt: skip
+
+
+def populate(db: Engine, persons: int) -> None:
+    pin = hash_pin("654321")
+
+    def work(conn: Connection) -> None:
+        conn.execute(insert(S.regions).values(code="210600", name="丹东市", parent_code=None))
+        conn.execute(insert(S.institutions).values(
+            fixmedins_code=INST, name="丹东市第一医院", kind="hospital", hosp_lv="08", admdvs="210600",
+            designated=True, valid_from=dt.date(2020, 1, 1), valid_to=None, networked=True))  # fmt: skip
+        for n in range(persons):
+            psn = f"B{n:07d}"
+            first17 = f"210602195801{(n % 28) + 1:02d}{(2 * n + 1) % 1000:03d}"
+            certno = first17 + check_digit(first17)
+            conn.execute(insert(S.persons).values(psn_no=psn, name=f"参保人{n}", certno=certno, gend="1",
+                                                  brdy=dt.date(1958, 1, (n % 28) + 1), admdvs="210600"))  # fmt: skip
+            conn.execute(insert(S.enrolments).values(psn_no=psn, insutype="310", psn_type="1201", admdvs="210600",
+                                                     begn_date=dt.date(2015, 1, 1)))  # fmt: skip
+            # E-voucher (医保电子凭证): the app has authenticated the person, so no PIN is verified here;
+            # an Argon2id PIN check costs ~20 ms of CPU and is measured separately.
+            conn.execute(insert(S.credentials).values(psn_no=psn, kind="evoucher", number=f"E{psn}", card_sn=None,
+                                                      status="active", created_at=NOW,
+                                                      expires_at=NOW + dt.timedelta(days=1)))  # fmt: skip
+            conn.execute(insert(S.pins).values(psn_no=psn, pin_hash=pin, must_change=False, failed_attempts=0,
+                                               locked=False, updated_at=NOW))  # fmt: skip
+            repo.post_entry(conn, ledger.contribution_entry(
+                kind="employee_monthly", ref=f"seed-{psn}", psn_no=psn, admdvs="210600", fund_pay_type="310100",
+                amount_fen=10**8, account_fen=10**7), NOW)  # fmt: skip
+
+    transact(db, work)
+
+
+def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payload: dict[str, Any]) -> dict[str, Any]:
+    latencies: list[list[float]] = [[] for _ in range(workers)]
+    errors = [0] * workers
+    stop = time.perf_counter() + seconds
+    tag = uuid.uuid4().hex[:6]
+
+    def worker(w: int) -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            psn = f"B{(w * PERSONS_PER_WORKER + i % PERSONS_PER_WORKER):07d}"
+            cmd = SettleCommand(f"{tag}{w:03d}{i:09d}", INST, Credential("01", f"E{psn}"), payload)
+            t0 = time.perf_counter()
+            try:
+                svc.settle(cmd)
+            except Exception:  # counted, reported: a benchmark must not die on one refusal
+                errors[w] += 1
+            latencies[w].append(time.perf_counter() - t0)
+            i += 1
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    flat = sorted(x for per in latencies for x in per)
+    q = statistics.quantiles(flat, n=100) if len(flat) >= 100 else [flat[-1]] * 99
+    return {
+        "workers": workers,
+        "settlements": len(flat),
+        "errors": sum(errors),
+        "per_s": round(len(flat) / elapsed, 1),
+        "p50_ms": round(q[49] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+    }
+
+
+def database(kind: str, pg_url: str, tmp: Path) -> tuple[Engine, Any]:
+    if kind == "sqlite":
+        return make_engine(f"sqlite:///{tmp / 'bench.db'}", pool_size=40), None
+    name = f"yibao_bench_{os.getpid()}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return make_engine(pg_url.rsplit("/", 1)[0] + f"/{name}", pool_size=40), (admin, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", default="1,8,32")
+    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--profile", action="store_true", help="profile the first worker count (use --workers 1)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    counts = [int(x) for x in args.workers.split(",")]
+    engine = SettlementEngine(PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), load_demo_catalog())
+    payload = bill()
+    results = []
+    kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            db, cleanup = database(kind, args.pg_url, Path(tmp))
+            upgrade(db)
+            populate(db, PERSONS_PER_WORKER * max(counts))
+            svc = SettlementService(db, engine, clock=lambda: NOW)
+            run(db, svc, 2, 1.0, payload)  # warm-up
+            for workers in counts:
+                if args.profile and workers == counts[0]:
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    row = run(db, svc, workers, args.seconds, payload)
+                    profiler.disable()
+                    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
+                else:
+                    row = run(db, svc, workers, args.seconds, payload)
+                row["db"] = kind
+                results.append(row)
+                print(f"{kind:<11} workers={workers:<3} {row['per_s']:>8.1f}/s  p50 {row['p50_ms']:>7.2f} ms  "
+                      f"p99 {row['p99_ms']:>7.2f} ms  ({row['settlements']} settlements, {row['errors']} errors)",
+                      flush=True)  # fmt: skip
+            db.dispose()
+            if cleanup is not None:
+                admin, name = cleanup
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
