@@ -10,11 +10,12 @@ then 家庭共济) → cash.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..catalog import Catalog
 from ..errors import Reason, RequestError, SettlementRefused
 from ..policy import Policy, PolicyStore
-from ..policy.model import AccountRules, Benefit, Facts, Scheme
+from ..policy.model import AccountRules, Benefit, Facts, Layer, Scheme
 from .funds import FundOutcome, compute_fund
 from .request import SettlementRequest
 from .result import FUND_FIELDS, AccountDraw, FundDetail, SettlementResult, check_identities
@@ -35,11 +36,33 @@ class Engine:
         return settle(self.policies, self.catalog, request)
 
 
-def _find_benefit(scheme: Scheme, med_type: str) -> tuple[str, Benefit] | None:
-    for name, benefit in scheme.benefits.items():
-        if med_type in benefit.med_types:
-            return name, benefit
-    return None
+class _Plan(NamedTuple):
+    """What a (scheme, med_type) settles under, worked out once per policy version."""
+
+    benefit_name: str
+    benefit: Benefit
+    policy_step: TraceStep
+    pool_path: str
+    layers: tuple[tuple[Layer, str], ...]
+    visit_key: str
+
+
+def _make_plan(policy: Policy, scheme: Scheme, insutype: str, med_type: str) -> _Plan:
+    found = next(((n, b) for n, b in scheme.benefits.items() if med_type in b.med_types), None)
+    if found is None:
+        raise SettlementRefused(
+            (Reason("MED_TYPE_NOT_COVERED", f"险种 {insutype} 在参保地无医疗类别 {med_type} 的待遇"),)
+        )
+    name, benefit = found
+    step = TraceStep(
+        "policy", "", None, f"schemes.{insutype}.benefits.{name}", None,
+        {"region_name": policy.name, "region": policy.region, "scheme": f"{insutype} {scheme.title}",
+         "benefit": benefit.title, "version": policy.version},
+    )  # fmt: skip
+    layers = tuple(
+        (layer, f"schemes.{insutype}.layers[{i}]") for i, layer in enumerate(scheme.layers) if name in layer.benefits
+    )
+    return _Plan(name, benefit, step, f"schemes.{insutype}.benefits.{name}.fund", layers, f"{name}.visit_cnt")
 
 
 def _gate(code: str, zh: str, en: str) -> TraceStep:
@@ -53,12 +76,10 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     scheme = policy.scheme(req.insutype)
     if scheme is None:
         raise RequestError("insutype", f"参保地 {policy.region} 政策未定义险种 {req.insutype}", code="UNKNOWN_INSUTYPE")
-    found = _find_benefit(scheme, req.med_type)
-    if found is None:
-        raise SettlementRefused(
-            (Reason("MED_TYPE_NOT_COVERED", f"险种 {req.insutype} 在参保地无医疗类别 {req.med_type} 的待遇"),)
-        )
-    benefit_name, benefit = found
+    plan = policy.derived.get((req.insutype, req.med_type))
+    if plan is None:
+        plan = policy.derived[(req.insutype, req.med_type)] = _make_plan(policy, scheme, req.insutype, req.med_type)
+    benefit_name, benefit = plan.benefit_name, plan.benefit
     person = params.person_categories.get(req.psn_type)
     if person is None:
         raise RequestError("psn_type", f"参保地政策未定义人员类别 {req.psn_type}", code="UNKNOWN_CODE")
@@ -74,13 +95,7 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
         person=person, psn_type=req.psn_type, level=level, hosp_lv=req.hosp_lv, age=req.age,
         identities=req.identities, offsite=offsite, med_type=req.med_type,
     )  # fmt: skip
-    steps: list[TraceStep] = [
-        TraceStep(
-            "policy", "", None, f"schemes.{req.insutype}.benefits.{benefit_name}", None,
-            {"region_name": policy.name, "region": policy.region, "scheme": f"{req.insutype} {scheme.title}",
-             "benefit": benefit.title, "version": policy.version},
-        )
-    ]  # fmt: skip
+    steps: list[TraceStep] = [plan.policy_step]
     if offsite != "local":
         where = {"mdtrtarea": req.mdtrtarea_admvs, "offsite_name": OFFSITE_NAMES[offsite][0]}
         steps.append(TraceStep("offsite", "", None, None, None, where))
@@ -158,23 +173,21 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     details: list[FundDetail] = []
     delta: dict[str, int] = {}
     running = dict(req.accumulators)
-    ordinal = running.get(f"{benefit_name}.visit_cnt", 0) + 1
-    delta[f"{benefit_name}.visit_cnt"] = 1
+    ordinal = running.get(plan.visit_key, 0) + 1
+    delta[plan.visit_key] = 1
     dedc = ratio = 0
     if not no_fund:
         base = inscp - prepaid
-        path = f"schemes.{req.insutype}.benefits.{benefit_name}.fund"
-        pool = compute_fund(benefit.fund, path, benefit_name, base, facts, ordinal, running, policy)
+        pool = compute_fund(benefit.fund, plan.pool_path, benefit_name, base, facts, ordinal, running, policy)
         _absorb(pool, funds, details, delta, running, steps)
         dedc, ratio = pool.dedc_fen, pool.ratio_bp
         remaining = base - pool.pay_fen
         overflow = pool.overflow_fen
-        for i, layer in enumerate(scheme.layers):
-            if benefit_name not in layer.benefits or remaining == 0:
+        for layer, layer_path in plan.layers:
+            if remaining == 0:
                 continue
             layer_base = min(overflow, remaining) if layer.base == "over_cap" else remaining
-            out = compute_fund(layer, f"schemes.{req.insutype}.layers[{i}]", layer.name, layer_base, facts,
-                               ordinal, running, policy)  # fmt: skip
+            out = compute_fund(layer, layer_path, layer.name, layer_base, facts, ordinal, running, policy)
             if not out.applied:
                 steps.extend(out.steps)
                 continue

@@ -46,6 +46,9 @@ class Policy:
     sources: Mapping[str, Source] = field(repr=False)
     values: Mapping[str, Any] = field(repr=False, default_factory=dict)
     _memo: dict[str, Source | None] = field(repr=False, default_factory=dict, compare=False)
+    #: Values readers derive from this immutable policy (e.g. the engine's plan per benefit);
+    #: bounded by the number of (scheme, med_type) pairs.
+    derived: dict[Any, Any] = field(repr=False, default_factory=dict, compare=False)
 
     def scheme(self, insutype: str) -> Scheme | None:
         return self.params.schemes.get(insutype)

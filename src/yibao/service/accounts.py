@@ -153,16 +153,21 @@ class PayoutRecord:
 
 
 def _binding(row: Any) -> BindingRecord:
-    return BindingRecord(
-        int(row.id), row.holder_psn_no, row.member_psn_no, row.relation, row.bound_at, row.unbound_at
-    )
+    return BindingRecord(int(row.id), row.holder_psn_no, row.member_psn_no, row.relation, row.bound_at, row.unbound_at)
 
 
 def _filing(row: Any) -> FilingRecord:
     return FilingRecord(
-        int(row.id), row.psn_no, row.kind, row.offsite_type, row.mdtrtarea_admvs, row.dise_codg, row.begn_date,
-        row.end_date, row.status,
-    )  # fmt: skip
+        int(row.id),
+        row.psn_no,
+        row.kind,
+        row.offsite_type,
+        row.mdtrtarea_admvs,
+        row.dise_codg,
+        row.begn_date,
+        row.end_date,
+        row.status,
+    )
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -182,9 +187,16 @@ def _need_fen(field: str, value: object, *, minimum: int, maximum: int) -> int:
 
 
 def _enrolment_in(
-    conn: Connection, policies: PolicyStore, psn_no: str, insutype: str, start: dt.date, end: dt.date,
-    categories: Iterable[str], *, ignore_pause: bool = False,
-) -> Any:  # fmt: skip
+    conn: Connection,
+    policies: PolicyStore,
+    psn_no: str,
+    insutype: str,
+    start: dt.date,
+    end: dt.date,
+    categories: Iterable[str],
+    *,
+    ignore_pause: bool = False,
+) -> Any:
     """The person's enrolment in ``insutype`` covering some day of [start, end] with a category in ``categories``."""
     wanted = set(categories)
     seen: list[str] = []
@@ -201,8 +213,11 @@ def _enrolment_in(
             return row
         seen.append(f"{row.psn_type} ({category})")
     if seen:
-        raise fail("psn_no", f"person {psn_no} is enrolled as {', '.join(seen)}, not {'/'.join(sorted(wanted))}",
-                   "PSN_TYPE_INVALID")  # fmt: skip
+        raise fail(
+            "psn_no",
+            f"person {psn_no} is enrolled as {', '.join(seen)}, not {'/'.join(sorted(wanted))}",
+            "PSN_TYPE_INVALID",
+        )
     raise fail("psn_no", f"person {psn_no} has no {insutype} coverage in {start}–{end}", "NOT_ENROLLED")
 
 
@@ -216,22 +231,45 @@ def _contribution(conn: Connection, psn_no: str, kind: str, period: str) -> Any:
 
 def _record(row: Any, *, payer: str | None = None, replayed: bool = False) -> ContributionRecord:
     return ContributionRecord(
-        int(row.id), row.psn_no, row.kind, row.period, int(row.base_fen), int(row.amount_fen), int(row.account_fen),
-        int(row.entry_id), payer, replayed,
-    )  # fmt: skip
+        int(row.id),
+        row.psn_no,
+        row.kind,
+        row.period,
+        int(row.base_fen),
+        int(row.amount_fen),
+        int(row.account_fen),
+        int(row.entry_id),
+        payer,
+        replayed,
+    )
 
 
 def _book(
-    conn: Connection, entry: Entry, *, psn_no: str, kind: str, period: str, base: int, amount: int, account: int,
-    now: dt.datetime, payer: str | None = None,
-) -> ContributionRecord:  # fmt: skip
+    conn: Connection,
+    entry: Entry,
+    *,
+    psn_no: str,
+    kind: str,
+    period: str,
+    base: int,
+    amount: int,
+    account: int,
+    now: dt.datetime,
+    payer: str | None = None,
+) -> ContributionRecord:
     entry_id = repo.post_entry(conn, entry, now)
     key = conn.execute(
         insert(contributions).values(
-            psn_no=psn_no, kind=kind, period=period, base_fen=base, amount_fen=amount, account_fen=account,
-            entry_id=entry_id, created_at=now,
+            psn_no=psn_no,
+            kind=kind,
+            period=period,
+            base_fen=base,
+            amount_fen=amount,
+            account_fen=account,
+            entry_id=entry_id,
+            created_at=now,
         )
-    ).inserted_primary_key  # fmt: skip
+    ).inserted_primary_key
     assert key is not None
     return ContributionRecord(int(key[0]), psn_no, kind, period, base, amount, account, entry_id, payer)
 
@@ -257,8 +295,9 @@ def contribute_employee(
         booked = _contribution(conn, psn_no, "employee_monthly", period)
         if booked is not None:
             if booked.base_fen != base:
-                raise fail("period", f"{period} is already booked on base {format_fen(booked.base_fen)}",
-                           "CONTRIBUTION_EXISTS")  # fmt: skip
+                raise fail(
+                    "period", f"{period} is already booked on base {format_fen(booked.base_fen)}", "CONTRIBUTION_EXISTS"
+                )
             return _record(booked, replayed=True)
         now = clock()
         if start > now.date():
@@ -268,11 +307,25 @@ def contribute_employee(
         amount = apply_bp(base, funding.employee_contribution_ratio)
         account = min(amount, apply_bp(base, funding.employee_account_ratio))
         entry = ledger.contribution_entry(
-            kind="employee_monthly", ref=f"contrib:{psn_no}:{period}", psn_no=psn_no, admdvs=row.admdvs,
-            fund_pay_type=funding.employee_fund_pay_type, amount_fen=amount, account_fen=account,
-        )  # fmt: skip
-        return _book(conn, entry, psn_no=psn_no, kind="employee_monthly", period=period, base=base, amount=amount,
-                     account=account, now=now)  # fmt: skip
+            kind="employee_monthly",
+            ref=f"contrib:{psn_no}:{period}",
+            psn_no=psn_no,
+            admdvs=row.admdvs,
+            fund_pay_type=funding.employee_fund_pay_type,
+            amount_fen=amount,
+            account_fen=account,
+        )
+        return _book(
+            conn,
+            entry,
+            psn_no=psn_no,
+            kind="employee_monthly",
+            period=period,
+            base=base,
+            amount=amount,
+            account=account,
+            now=now,
+        )
 
     return run(db, work)
 
@@ -295,19 +348,39 @@ def allot_retiree(db: Db, policies: PolicyStore, *, psn_no: str, period: str, cl
         funding = policy_at(policies, row.admdvs, max(start, row.begn_date)).params.funding
         allotment = funding.retiree_monthly_allotment_fen
         entry = ledger.contribution_entry(
-            kind="retiree_allotment", ref=f"allot:{psn_no}:{period}", psn_no=psn_no, admdvs=row.admdvs,
-            fund_pay_type=funding.employee_fund_pay_type, amount_fen=allotment, account_fen=allotment,
-        )  # fmt: skip
-        return _book(conn, entry, psn_no=psn_no, kind="retiree_allotment", period=period, base=0, amount=allotment,
-                     account=allotment, now=now)  # fmt: skip
+            kind="retiree_allotment",
+            ref=f"allot:{psn_no}:{period}",
+            psn_no=psn_no,
+            admdvs=row.admdvs,
+            fund_pay_type=funding.employee_fund_pay_type,
+            amount_fen=allotment,
+            account_fen=allotment,
+        )
+        return _book(
+            conn,
+            entry,
+            psn_no=psn_no,
+            kind="retiree_allotment",
+            period=period,
+            base=0,
+            amount=allotment,
+            account=allotment,
+            now=now,
+        )
 
     return run(db, work)
 
 
 def premium_from_account_entry(
-    *, ref: str, payer_psn_no: str, member_psn_no: str, admdvs: str, fund_pay_type: str, current_fen: int,
+    *,
+    ref: str,
+    payer_psn_no: str,
+    member_psn_no: str,
+    admdvs: str,
+    fund_pay_type: str,
+    current_fen: int,
     historical_fen: int,
-) -> Entry:  # fmt: skip
+) -> Entry:
     """A resident premium paid from a relative's personal account (家庭共济代缴).
 
     The payer's current-year and historical balances are debited (their balances
@@ -320,9 +393,11 @@ def premium_from_account_entry(
         Posting(ledger.fund(admdvs, fund_pay_type), -(current_fen + historical_fen)),
     ]
     entry = Entry(
-        "resident_premium", ref, f"resident premium of {member_psn_no} paid by {payer_psn_no} (家庭共济)",
+        "resident_premium",
+        ref,
+        f"resident premium of {member_psn_no} paid by {payer_psn_no} (家庭共济)",
         tuple(p for p in parts if p.amount_fen),
-    )  # fmt: skip
+    )
     ledger.check_balanced(entry)
     return entry
 
@@ -337,8 +412,9 @@ def pay_resident_premium(
         raise fail("year", f"must be a year, got {year!r}")
     payer = None if payer_psn_no is None else need_psn_no(payer_psn_no, "payer_psn_no")
     if payer == psn_no:
-        raise fail("payer_psn_no", "a resident has no personal account of their own; name a bound relative",
-                   "SELF_PAYMENT")  # fmt: skip
+        raise fail(
+            "payer_psn_no", "a resident has no personal account of their own; name a bound relative", "SELF_PAYMENT"
+        )
     period = str(year)
 
     def work(conn: Connection) -> ContributionRecord:
@@ -358,9 +434,14 @@ def pay_resident_premium(
         ref = f"premium:{psn_no}:{period}"
         if payer is None:
             entry = ledger.contribution_entry(
-                kind="resident_premium", ref=ref, psn_no=psn_no, admdvs=row.admdvs,
-                fund_pay_type=funding.resident_fund_pay_type, amount_fen=amount, account_fen=0,
-            )  # fmt: skip
+                kind="resident_premium",
+                ref=ref,
+                psn_no=psn_no,
+                admdvs=row.admdvs,
+                fund_pay_type=funding.resident_fund_pay_type,
+                amount_fen=amount,
+                account_fen=0,
+            )
         else:
             existing_person(conn, payer, "payer_psn_no")
             bound = conn.execute(
@@ -391,12 +472,26 @@ def pay_resident_premium(
             for source in sources:
                 drawn[source] = min(available[source], amount - sum(drawn.values()))
             entry = premium_from_account_entry(
-                ref=ref, payer_psn_no=payer, member_psn_no=psn_no, admdvs=row.admdvs,
-                fund_pay_type=funding.resident_fund_pay_type, current_fen=drawn["current_year"],
+                ref=ref,
+                payer_psn_no=payer,
+                member_psn_no=psn_no,
+                admdvs=row.admdvs,
+                fund_pay_type=funding.resident_fund_pay_type,
+                current_fen=drawn["current_year"],
                 historical_fen=drawn["historical"],
-            )  # fmt: skip
-        return _book(conn, entry, psn_no=psn_no, kind="resident_premium", period=period, base=0, amount=amount,
-                     account=0, now=now, payer=payer)  # fmt: skip
+            )
+        return _book(
+            conn,
+            entry,
+            psn_no=psn_no,
+            kind="resident_premium",
+            period=period,
+            base=0,
+            amount=amount,
+            account=0,
+            now=now,
+            payer=payer,
+        )
 
     return run(db, work)
 
@@ -445,13 +540,13 @@ def rollover_year(db: Db, *, year: int, clock: Clock, admdvs: str | None = None)
             )
         candidates = sorted(str(o) for o in conn.execute(owners).scalars())
         done = {
-            str(ref)[len(prefix):]
+            str(ref)[len(prefix) :]
             for ref in conn.execute(
                 select(journal_entries.c.ref).where(
                     journal_entries.c.kind == "rollover", journal_entries.c.ref.like(prefix + "%")
                 )
             ).scalars()
-        }  # fmt: skip
+        }
         todo = [p for p in candidates if p not in done]
         lock(conn, *todo)
         at_year_end = dict(
@@ -506,31 +601,46 @@ def bind_family(
         today = now.date()
         holder_row = repo.enrolment_on(conn, holder, "310", today)
         if holder_row is None:
-            raise fail("holder_psn_no", f"{holder} has no employee (310) enrolment on {today}; "
-                       "only an employee's personal account can pay", "HOLDER_NOT_EMPLOYEE")  # fmt: skip
+            raise fail(
+                "holder_psn_no",
+                f"{holder} has no employee (310) enrolment on {today}; only an employee's personal account can pay",
+                "HOLDER_NOT_EMPLOYEE",
+            )
         policy = policy_at(policies, holder_row.admdvs, today)
         scheme = policy.scheme("310")
         rules = scheme.account.family if scheme is not None and scheme.account.enabled else None
         if rules is None or not rules.enabled:
-            raise fail("holder_psn_no", f"family mutual aid is not open in region {policy.region}",
-                       "FAMILY_AID_DISABLED")  # fmt: skip
+            raise fail(
+                "holder_psn_no", f"family mutual aid is not open in region {policy.region}", "FAMILY_AID_DISABLED"
+            )
         if rel not in policy.params.relations:
-            raise fail("relation", f"unknown relation {rel!r} (one of {', '.join(policy.params.relations)})",
-                       "RELATION_UNKNOWN")  # fmt: skip
+            raise fail(
+                "relation",
+                f"unknown relation {rel!r} (one of {', '.join(policy.params.relations)})",
+                "RELATION_UNKNOWN",
+            )
         if rel not in rules.relations:
-            raise fail("relation", f"region {policy.region} does not allow {policy.params.relations[rel]} ({rel})",
-                       "RELATION_NOT_ALLOWED")  # fmt: skip
+            raise fail(
+                "relation",
+                f"region {policy.region} does not allow {policy.params.relations[rel]} ({rel})",
+                "RELATION_NOT_ALLOWED",
+            )
         member_rows = [
-            r for r in repo.enrolments_of(conn, member)
+            r
+            for r in repo.enrolments_of(conn, member)
             if r.insutype in BASIC_INSUTYPES and (r.end_date is None or r.end_date >= today)
-        ]  # fmt: skip
+        ]
         if not member_rows:
             raise fail("member_psn_no", f"{member} is not insured", "MEMBER_NOT_INSURED")
         if rules.same_region and policies.find_region(member_rows[-1].admdvs) != policies.find_region(
             holder_row.admdvs
         ):
-            raise fail("member_psn_no", f"{member} is insured in {member_rows[-1].admdvs}, the holder in "
-                       f"{holder_row.admdvs}; the policy requires the same region", "DIFFERENT_REGION")  # fmt: skip
+            raise fail(
+                "member_psn_no",
+                f"{member} is insured in {member_rows[-1].admdvs}, the holder in "
+                f"{holder_row.admdvs}; the policy requires the same region",
+                "DIFFERENT_REGION",
+            )
         active = family_bindings.c.unbound_at.is_(None)
         duplicate = conn.execute(
             select(family_bindings.c.id).where(
@@ -538,14 +648,18 @@ def bind_family(
             )
         ).first()
         if duplicate is not None:
-            raise fail("member_psn_no", f"{member} is already bound to {holder} (binding {duplicate.id})",
-                       "DUPLICATE_BINDING")  # fmt: skip
+            raise fail(
+                "member_psn_no", f"{member} is already bound to {holder} (binding {duplicate.id})", "DUPLICATE_BINDING"
+            )
         members = conn.execute(
             select(func.count()).select_from(family_bindings).where(family_bindings.c.holder_psn_no == holder, active)
         ).scalar_one()
         if rules.max_members is not None and members >= rules.max_members:
-            raise fail("member_psn_no", f"{holder} already pays for {members} relatives (max {rules.max_members})",
-                       "TOO_MANY_MEMBERS")  # fmt: skip
+            raise fail(
+                "member_psn_no",
+                f"{holder} already pays for {members} relatives (max {rules.max_members})",
+                "TOO_MANY_MEMBERS",
+            )
         holders = conn.execute(
             select(func.count()).select_from(family_bindings).where(family_bindings.c.member_psn_no == member, active)
         ).scalar_one()
@@ -575,8 +689,7 @@ def unbind_family(db: Db, *, binding_id: int, clock: Clock, psn_no: str | None =
         if party is not None and party not in (row.holder_psn_no, row.member_psn_no):
             raise fail("psn_no", f"{party} is not a party to binding {binding_id}", "NOT_A_PARTY")
         if row.unbound_at is not None:
-            raise fail("binding_id", f"binding {binding_id} was already unbound at {row.unbound_at}",
-                       "ALREADY_UNBOUND")  # fmt: skip
+            raise fail("binding_id", f"binding {binding_id} was already unbound at {row.unbound_at}", "ALREADY_UNBOUND")
         lock(conn, row.holder_psn_no, row.member_psn_no)
         now = clock()
         conn.execute(update(family_bindings).where(family_bindings.c.id == binding_id).values(unbound_at=now))
@@ -626,15 +739,29 @@ def _insert_filing(conn: Connection, values: dict[str, Any]) -> FilingRecord:
     key = conn.execute(insert(filings).values(**values)).inserted_primary_key
     assert key is not None
     return FilingRecord(
-        int(key[0]), values["psn_no"], values["kind"], values.get("offsite_type"), values.get("mdtrtarea_admvs"),
-        values.get("dise_codg"), values["begn_date"], values["end_date"], "active",
-    )  # fmt: skip
+        int(key[0]),
+        values["psn_no"],
+        values["kind"],
+        values.get("offsite_type"),
+        values.get("mdtrtarea_admvs"),
+        values.get("dise_codg"),
+        values["begn_date"],
+        values["end_date"],
+        "active",
+    )
 
 
 def file_offsite(
-    db: Db, policies: PolicyStore, *, psn_no: str, offsite_type: str, mdtrtarea_admvs: str, begn_date: dt.date,
-    clock: Clock, end_date: dt.date | None = None,
-) -> FilingRecord:  # fmt: skip
+    db: Db,
+    policies: PolicyStore,
+    *,
+    psn_no: str,
+    offsite_type: str,
+    mdtrtarea_admvs: str,
+    begn_date: dt.date,
+    clock: Clock,
+    end_date: dt.date | None = None,
+) -> FilingRecord:
     """异地就医备案 to treatment region ``mdtrtarea_admvs``.
 
     ``long_term`` (异地长期居住) may be open-ended; the temporary kinds (``referral``,
@@ -655,21 +782,29 @@ def file_offsite(
         lock(conn, psn_no)
         person = existing_person(conn, psn_no)
         existing_region(conn, target, "mdtrtarea_admvs")
-        home_row = next(
-            (r for r in reversed(repo.enrolments_of(conn, psn_no)) if r.insutype in BASIC_INSUTYPES), None
-        )
+        home_row = next((r for r in reversed(repo.enrolments_of(conn, psn_no)) if r.insutype in BASIC_INSUTYPES), None)
         home = home_row.admdvs if home_row is not None else person.admdvs
         if policies.find_region(target) == policies.find_region(home):
-            raise fail("mdtrtarea_admvs", f"{target} is in the insuring region {home}; no filing is needed",
-                       "SAME_REGION")  # fmt: skip
+            raise fail(
+                "mdtrtarea_admvs", f"{target} is in the insuring region {home}; no filing is needed", "SAME_REGION"
+            )
         clash = _overlapping_filing(conn, psn_no, "offsite", begn, end, None)
         if clash is not None:
             raise fail("begn_date", f"overlaps active off-site filing {clash.id}; cancel it first", "FILING_OVERLAP")
         return _insert_filing(
             conn,
-            {"psn_no": psn_no, "kind": "offsite", "offsite_type": offsite_type, "mdtrtarea_admvs": target,
-             "dise_codg": None, "begn_date": begn, "end_date": end, "status": "active", "created_at": clock()},
-        )  # fmt: skip
+            {
+                "psn_no": psn_no,
+                "kind": "offsite",
+                "offsite_type": offsite_type,
+                "mdtrtarea_admvs": target,
+                "dise_codg": None,
+                "begn_date": begn,
+                "end_date": end,
+                "status": "active",
+                "created_at": clock(),
+            },
+        )
 
     return run(db, work)
 
@@ -692,9 +827,18 @@ def file_disease(
             raise fail("dise_codg", f"{code} is already filed (filing {clash.id})", "FILING_OVERLAP")
         return _insert_filing(
             conn,
-            {"psn_no": psn_no, "kind": "disease", "offsite_type": None, "mdtrtarea_admvs": None, "dise_codg": code,
-             "begn_date": begn, "end_date": end, "status": "active", "created_at": clock()},
-        )  # fmt: skip
+            {
+                "psn_no": psn_no,
+                "kind": "disease",
+                "offsite_type": None,
+                "mdtrtarea_admvs": None,
+                "dise_codg": code,
+                "begn_date": begn,
+                "end_date": end,
+                "status": "active",
+                "created_at": clock(),
+            },
+        )
 
     return run(db, work)
 
@@ -766,8 +910,9 @@ def pay_institution(
             return PayoutRecord(key, code, amount, int(booked.id), owed, replayed=True)
         owed = -repo.account_balance_by_postings(conn, payable)
         if amount > owed:
-            raise fail("amount_fen", f"{inst.name} is owed {format_fen(max(owed, 0))}, not {format_fen(amount)}",
-                       "OVERPAYMENT")  # fmt: skip
+            raise fail(
+                "amount_fen", f"{inst.name} is owed {format_fen(max(owed, 0))}, not {format_fen(amount)}", "OVERPAYMENT"
+            )
         entry = Entry("payout", journal_ref, f"payout to {code}", (Posting(payable, amount), Posting(bank, -amount)))
         ledger.check_balanced(entry)
         entry_id = repo.post_entry(conn, entry, clock())

@@ -175,9 +175,17 @@ def existing_region(conn: Connection, code: str, field: str) -> Any:
 
 
 def policy_at(policies: PolicyStore, admdvs: str, date: dt.date, field: str = "admdvs") -> Policy:
+    """The policy governing ``admdvs`` on ``date``.
+
+    Registry records may predate the oldest policy file (a person enrolled in 2005):
+    for those dates the region's oldest known policy stands in.
+    """
     try:
         return policies.resolve(admdvs, date)
     except RequestError as exc:
+        region = policies.find_region(admdvs)
+        if exc.code == "NO_POLICY_IN_FORCE" and region is not None and policies.versions(region):
+            return policies.resolve(admdvs, policies.versions(region)[0])
         raise fail(field, exc.reason, exc.code) from None
 
 
@@ -292,9 +300,16 @@ def _region(row: Any) -> RegionRecord:
 
 def _institution(row: Any) -> InstitutionRecord:
     return InstitutionRecord(
-        row.fixmedins_code, row.name, row.kind, row.hosp_lv, row.admdvs, bool(row.designated), row.valid_from,
-        row.valid_to, bool(row.networked),
-    )  # fmt: skip
+        row.fixmedins_code,
+        row.name,
+        row.kind,
+        row.hosp_lv,
+        row.admdvs,
+        bool(row.designated),
+        row.valid_from,
+        row.valid_to,
+        bool(row.networked),
+    )
 
 
 def _person(row: Any) -> PersonRecord:
@@ -303,9 +318,16 @@ def _person(row: Any) -> PersonRecord:
 
 def _enrolment(row: Any) -> EnrolmentRecord:
     return EnrolmentRecord(
-        int(row.id), row.psn_no, row.insutype, row.psn_type, row.admdvs, row.begn_date, row.pause_date, row.end_date,
+        int(row.id),
+        row.psn_no,
+        row.insutype,
+        row.psn_type,
+        row.admdvs,
+        row.begn_date,
+        row.pause_date,
+        row.end_date,
         row.waiting_until,
-    )  # fmt: skip
+    )
 
 
 def _identity(row: Any) -> IdentityRecord:
@@ -354,9 +376,18 @@ def region_chain(db: Db, code: str) -> list[RegionRecord]:
 
 # -- institutions ---------------------------------------------------------------------
 def add_institution(
-    db: Db, *, fixmedins_code: str, name: str, kind: str, hosp_lv: str, admdvs: str, valid_from: dt.date,
-    valid_to: dt.date | None = None, designated: bool = True, networked: bool = False,
-) -> InstitutionRecord:  # fmt: skip
+    db: Db,
+    *,
+    fixmedins_code: str,
+    name: str,
+    kind: str,
+    hosp_lv: str,
+    admdvs: str,
+    valid_from: dt.date,
+    valid_to: dt.date | None = None,
+    designated: bool = True,
+    networked: bool = False,
+) -> InstitutionRecord:
     """Register a hospital or pharmacy (定点医药机构) with its level, region and designation."""
     code = need_text("fixmedins_code", fixmedins_code, max_len=12, pattern=_INST_CODE_RE)
     name = need_text("name", name, max_len=128)
@@ -369,9 +400,16 @@ def add_institution(
     end = need_optional_date("valid_to", valid_to)
     check_period("valid_to", start, end)
     record = InstitutionRecord(
-        code, name, kind, hosp_lv, admdvs, need_bool("designated", designated), start, end,
+        code,
+        name,
+        kind,
+        hosp_lv,
+        admdvs,
+        need_bool("designated", designated),
+        start,
+        end,
         need_bool("networked", networked),
-    )  # fmt: skip
+    )
 
     def work(conn: Connection) -> InstitutionRecord:
         existing_region(conn, admdvs, "admdvs")
@@ -379,10 +417,17 @@ def add_institution(
             raise fail("fixmedins_code", f"institution {code} is already registered", "INSTITUTION_EXISTS")
         conn.execute(
             insert(institutions).values(
-                fixmedins_code=code, name=name, kind=kind, hosp_lv=hosp_lv, admdvs=admdvs,
-                designated=record.designated, valid_from=start, valid_to=end, networked=record.networked,
+                fixmedins_code=code,
+                name=name,
+                kind=kind,
+                hosp_lv=hosp_lv,
+                admdvs=admdvs,
+                designated=record.designated,
+                valid_from=start,
+                valid_to=end,
+                networked=record.networked,
             )
-        )  # fmt: skip
+        )
         return record
 
     return run(db, work)
@@ -432,9 +477,16 @@ def set_networked(db: Db, *, fixmedins_code: str, networked: bool) -> Institutio
 
 # -- persons --------------------------------------------------------------------------
 def register_person(
-    db: Db, *, psn_no: str, name: str, certno: str, admdvs: str, clock: Clock, gend: str | None = None,
+    db: Db,
+    *,
+    psn_no: str,
+    name: str,
+    certno: str,
+    admdvs: str,
+    clock: Clock,
+    gend: str | None = None,
     brdy: dt.date | None = None,
-) -> PersonRecord:  # fmt: skip
+) -> PersonRecord:
     """Register an insured person; gender and birth date come from the ID number (GB 11643).
 
     Explicit ``gend`` / ``brdy`` are only checked against the ID number.
@@ -570,26 +622,37 @@ def _insert_enrolment(conn: Connection, values: dict[str, Any]) -> EnrolmentReco
     if values["insutype"] == "310":
         _open_personal_accounts(conn, values["psn_no"])
     return EnrolmentRecord(
-        int(key[0]), values["psn_no"], values["insutype"], values["psn_type"], values["admdvs"],
-        values["begn_date"], None, None, values["waiting_until"],
-    )  # fmt: skip
+        int(key[0]),
+        values["psn_no"],
+        values["insutype"],
+        values["psn_type"],
+        values["admdvs"],
+        values["begn_date"],
+        None,
+        None,
+        values["waiting_until"],
+    )
 
 
-def _previous_end(conn: Connection, psn_no: str, insutype: str, before: dt.date) -> dt.date | None:
+def _previous_end(history: Sequence[Any], insutype: str, before: dt.date) -> dt.date | None:
+    """Last covered day of the latest earlier enrolment that counts for continuity."""
     kinds = BASIC_INSUTYPES if insutype == "390" else (insutype,)
-    ends = [
-        coverage_end(row)
-        for row in repo.enrolments_of(conn, psn_no)
-        if row.insutype in kinds and row.begn_date < before
-    ]
+    ends = [coverage_end(row) for row in history if row.insutype in kinds and row.begn_date < before]
     known = [e for e in ends if e is not None]
     return max(known) if known else None
 
 
 def _enrol_in(
-    conn: Connection, policies: PolicyStore, *, psn_no: str, insutype: str, psn_type: str, begn_date: dt.date,
-    admdvs: str | None, applied_on: dt.date,
-) -> EnrolmentRecord:  # fmt: skip
+    conn: Connection,
+    policies: PolicyStore,
+    *,
+    psn_no: str,
+    insutype: str,
+    psn_type: str,
+    begn_date: dt.date,
+    admdvs: str | None,
+    applied_on: dt.date,
+) -> EnrolmentRecord:
     person = existing_person(conn, psn_no)
     region = admdvs if admdvs is not None else person.admdvs
     existing_region(conn, region, "admdvs")
@@ -599,18 +662,19 @@ def _enrol_in(
     start = begn_date
     waiting: dt.date | None
     history = [r for r in repo.enrolments_of(conn, psn_no) if r.insutype in BASIC_INSUTYPES]
-    newborn = (
-        insutype == "390" and not history and (applied_on - person.brdy).days <= funding.newborn_grace_days
-    )
+    newborn = insutype == "390" and not history and 0 <= (applied_on - person.brdy).days <= funding.newborn_grace_days
     if begn_date < person.brdy:
         raise fail("begn_date", f"{begn_date} is before the birth date {person.brdy}")
     if newborn:
         start, waiting = person.brdy, None  # covered from birth
     else:
         waiting = compute_waiting_until(
-            funding, insutype=insutype, begn_date=start, applied_on=applied_on,
-            previous_end=_previous_end(conn, psn_no, insutype, start),
-        )  # fmt: skip
+            funding,
+            insutype=insutype,
+            begn_date=start,
+            applied_on=applied_on,
+            previous_end=_previous_end(history, insutype, start),
+        )
     for row in history:
         if row.end_date is None or row.end_date >= start:  # the new enrolment is open-ended
             state = "paused" if row.pause_date is not None and row.end_date is None else "open"
@@ -622,15 +686,28 @@ def _enrol_in(
             )
     return _insert_enrolment(
         conn,
-        {"psn_no": psn_no, "insutype": insutype, "psn_type": psn_type, "admdvs": region, "begn_date": start,
-         "waiting_until": waiting},
-    )  # fmt: skip
+        {
+            "psn_no": psn_no,
+            "insutype": insutype,
+            "psn_type": psn_type,
+            "admdvs": region,
+            "begn_date": start,
+            "waiting_until": waiting,
+        },
+    )
 
 
 def enrol(
-    db: Db, policies: PolicyStore, *, psn_no: str, insutype: str, psn_type: str, begn_date: dt.date, clock: Clock,
+    db: Db,
+    policies: PolicyStore,
+    *,
+    psn_no: str,
+    insutype: str,
+    psn_type: str,
+    begn_date: dt.date,
+    clock: Clock,
     admdvs: str | None = None,
-) -> EnrolmentRecord:  # fmt: skip
+) -> EnrolmentRecord:
     """Enrol a person in a basic scheme from ``begn_date``; computes ``waiting_until``.
 
     Employees (310) get their personal ledger accounts opened. A newborn enrolled
@@ -648,9 +725,15 @@ def enrol(
     def work(conn: Connection) -> EnrolmentRecord:
         lock(conn, psn_no)
         return _enrol_in(
-            conn, policies, psn_no=psn_no, insutype=insutype, psn_type=psn_type, begn_date=start, admdvs=admdvs,
+            conn,
+            policies,
+            psn_no=psn_no,
+            insutype=insutype,
+            psn_type=psn_type,
+            begn_date=start,
+            admdvs=admdvs,
             applied_on=clock().date(),
-        )  # fmt: skip
+        )
 
     return run(db, work)
 
@@ -707,15 +790,24 @@ def resume_enrolment(
         policy = policy_at(policies, row.admdvs, day)
         applied_on = clock().date()
         waiting = compute_waiting_until(
-            policy.params.funding, insutype=insutype, begn_date=day, applied_on=applied_on,
+            policy.params.funding,
+            insutype=insutype,
+            begn_date=day,
+            applied_on=applied_on,
             previous_end=row.pause_date - dt.timedelta(days=1),
-        )  # fmt: skip
+        )
         conn.execute(update(enrolments).where(enrolments.c.id == row.id).values(end_date=day - dt.timedelta(days=1)))
         return _insert_enrolment(
             conn,
-            {"psn_no": psn_no, "insutype": insutype, "psn_type": row.psn_type, "admdvs": row.admdvs,
-             "begn_date": day, "waiting_until": waiting},
-        )  # fmt: skip
+            {
+                "psn_no": psn_no,
+                "insutype": insutype,
+                "psn_type": row.psn_type,
+                "admdvs": row.admdvs,
+                "begn_date": day,
+                "waiting_until": waiting,
+            },
+        )
 
     return run(db, work)
 
@@ -753,8 +845,9 @@ def add_identity(
         person = existing_person(conn, psn_no)
         declared = person_policy(conn, policies, person, start).params.identities
         if kind not in declared:
-            raise fail("idet_type", f"{kind} is not an identity of the policy ({', '.join(declared)})",
-                       "IDENTITY_UNKNOWN")  # fmt: skip
+            raise fail(
+                "idet_type", f"{kind} is not an identity of the policy ({', '.join(declared)})", "IDENTITY_UNKNOWN"
+            )
         overlapping = conn.execute(
             select(identities.c.id).where(
                 identities.c.psn_no == psn_no,
@@ -884,8 +977,12 @@ def issue_card(
         person = existing_person(conn, psn_no)
         held = _cards(conn, psn_no)
         if held:
-            raise fail("psn_no", f"person {psn_no} already holds card {held[-1].number} ({held[-1].status}); "
-                       "a lost card is replaced with replace_card", "CARD_EXISTS")  # fmt: skip
+            raise fail(
+                "psn_no",
+                f"person {psn_no} already holds card {held[-1].number} ({held[-1].status}); "
+                "a lost card is replaced with replace_card",
+                "CARD_EXISTS",
+            )
         number, sn = _new_card_numbers(conn, person.admdvs, card_no, card_sn)
         return _insert_card(conn, psn_no, number, sn, clock())
 
@@ -904,10 +1001,15 @@ def issue_evoucher(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock) 
         expires = now + dt.timedelta(minutes=ttl)
         conn.execute(
             insert(credentials).values(
-                psn_no=psn_no, kind="evoucher", number=token, card_sn=None, status="active", expires_at=expires,
+                psn_no=psn_no,
+                kind="evoucher",
+                number=token,
+                card_sn=None,
+                status="active",
+                expires_at=expires,
                 created_at=now,
             )
-        )  # fmt: skip
+        )
         return EvoucherRecord(psn_no, token, expires)
 
     return run(db, work)
@@ -979,8 +1081,11 @@ def replace_card(
         held = _cards(conn, psn_no)
         usable = [c for c in held if c.status in ("active", "temp_lost")]
         if usable:
-            raise fail("psn_no", f"card {usable[0].number} is {usable[0].status}; report it lost formally first",
-                       "CARD_NOT_LOST")  # fmt: skip
+            raise fail(
+                "psn_no",
+                f"card {usable[0].number} is {usable[0].status}; report it lost formally first",
+                "CARD_NOT_LOST",
+            )
         lost = [c for c in held if c.status == "lost"]
         if not lost:
             raise fail("psn_no", f"person {psn_no} has no formally lost card to replace", "CARD_NOT_LOST")
@@ -1028,10 +1133,14 @@ def set_initial_pin(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock)
         initial = person_policy(conn, policies, person, now.date()).params.security.initial_pin
         conn.execute(
             insert(pins).values(
-                psn_no=psn_no, pin_hash=initial_pin_hash(initial), must_change=True, failed_attempts=0, locked=False,
+                psn_no=psn_no,
+                pin_hash=initial_pin_hash(initial),
+                must_change=True,
+                failed_attempts=0,
+                locked=False,
                 updated_at=now,
             )
-        )  # fmt: skip
+        )
 
     run(db, work)
 
@@ -1050,9 +1159,10 @@ def reset_pin(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock) -> No
         conn.execute(
             update(pins)
             .where(pins.c.psn_no == psn_no)
-            .values(pin_hash=initial_pin_hash(initial), must_change=True, failed_attempts=0, locked=False,
-                    updated_at=now)
-        )  # fmt: skip
+            .values(
+                pin_hash=initial_pin_hash(initial), must_change=True, failed_attempts=0, locked=False, updated_at=now
+            )
+        )
 
     run(db, work)
 
