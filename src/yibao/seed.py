@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 
 from .db import repository as repo
 from .db.schema import credentials, enrolments, family_bindings, filings, institutions, ledger_accounts, persons
@@ -558,15 +558,13 @@ def _summary(conn: Connection, policies: PolicyStore, today: dt.date, *, created
     for row in latest.values():
         by_type[row.psn_type] = by_type.get(row.psn_type, 0) + 1
     children = sum(1 for r in latest.values() if r.insutype == "390" and reg.months_between(r.brdy, today) < 18 * 12)
-    low = conn.execute(
-        select(func.count())
-        .select_from(ledger_accounts)
-        .where(
-            ledger_accounts.c.kind == "psn_current",
-            ledger_accounts.c.owner.in_(in_region),
-            ledger_accounts.c.balance_fen < LOW_BALANCE_FEN,
-        )
-    ).scalar_one()
+    totals = (
+        select(ledger_accounts.c.owner)
+        .where(ledger_accounts.c.kind.in_(("psn_current", "psn_historical")), ledger_accounts.c.owner.in_(in_region))
+        .group_by(ledger_accounts.c.owner)
+        .having(func.sum(ledger_accounts.c.balance_fen) < LOW_BALANCE_FEN)
+    )
+    low = conn.execute(select(func.count()).select_from(totals.subquery())).scalar_one()
     active = family_bindings.c.unbound_at.is_(None)
     counts = {
         "persons": int(conn.execute(select(func.count()).select_from(in_region.subquery())).scalar_one()),
@@ -645,10 +643,10 @@ def _summary(conn: Connection, policies: PolicyStore, today: dt.date, *, created
             )
         )
     insts = conn.execute(
-        select(institutions)
-        .where(institutions.c.fixmedins_code.in_([i[0] for i in _INSTITUTIONS]))
-        .order_by(institutions.c.admdvs.desc(), institutions.c.kind, institutions.c.hosp_lv)
+        select(institutions).where(institutions.c.fixmedins_code.in_([i[0] for i in _INSTITUTIONS]))
     ).all()
+    # The demo region first, hospitals by level, then pharmacies, then 天津.
+    insts = sorted(insts, key=lambda i: (i.admdvs[:4] != DEMO_REGION[:4], i.kind, i.hosp_lv, i.fixmedins_code))
     return DemoSummary(
         DEMO_REGION,
         created,
@@ -678,6 +676,8 @@ def seed_demo(
     today = now.date()
 
     def work(conn: Connection) -> DemoSummary:
+        if conn.dialect.name == "postgresql":  # two seeders at once: the second waits, then finds the region seeded
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(DEMO_REGION)})
         seeded = conn.execute(select(persons.c.psn_no).where(persons.c.admdvs == DEMO_REGION).limit(1)).first()
         if seeded is not None:
             return _summary(conn, policies, today, created=False)

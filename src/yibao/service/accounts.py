@@ -688,9 +688,10 @@ def unbind_family(db: Db, *, binding_id: int, clock: Clock, psn_no: str | None =
             raise fail("binding_id", f"binding {binding_id} does not exist", "BINDING_UNKNOWN")
         if party is not None and party not in (row.holder_psn_no, row.member_psn_no):
             raise fail("psn_no", f"{party} is not a party to binding {binding_id}", "NOT_A_PARTY")
+        lock(conn, row.holder_psn_no, row.member_psn_no)
+        row = conn.execute(select(family_bindings).where(family_bindings.c.id == binding_id)).one()
         if row.unbound_at is not None:
             raise fail("binding_id", f"binding {binding_id} was already unbound at {row.unbound_at}", "ALREADY_UNBOUND")
-        lock(conn, row.holder_psn_no, row.member_psn_no)
         now = clock()
         conn.execute(update(family_bindings).where(family_bindings.c.id == binding_id).values(unbound_at=now))
         return BindingRecord(int(row.id), row.holder_psn_no, row.member_psn_no, row.relation, row.bound_at, now)
@@ -852,9 +853,11 @@ def cancel_filing(db: Db, *, filing_id: int) -> FilingRecord:
         row = conn.execute(select(filings).where(filings.c.id == filing_id)).first()
         if row is None:
             raise fail("filing_id", f"filing {filing_id} does not exist", "FILING_UNKNOWN")
-        if row.status != "active":
-            raise fail("filing_id", f"filing {filing_id} is already {row.status}", "FILING_CANCELLED")
-        conn.execute(update(filings).where(filings.c.id == filing_id).values(status="cancelled"))
+        done = conn.execute(
+            update(filings).where(filings.c.id == filing_id, filings.c.status == "active").values(status="cancelled")
+        )
+        if row.status != "active" or done.rowcount != 1:
+            raise fail("filing_id", f"filing {filing_id} is already cancelled", "FILING_CANCELLED")
         return _filing(conn.execute(select(filings).where(filings.c.id == filing_id)).one())
 
     return run(db, work)

@@ -1016,9 +1016,15 @@ def issue_evoucher(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock) 
 
 
 def _existing_card(conn: Connection, card_no: str) -> Any:
+    """The card, read again under its holder's lock (status changes of one person serialise)."""
+    if not isinstance(card_no, str) or not card_no:
+        raise fail("card_no", "must be a card number")
     row = repo.credential(conn, "card", card_no)
     if row is None:
         raise fail("card_no", f"card {card_no} does not exist", "CARD_UNKNOWN")
+    if conn.dialect.name == "postgresql":
+        lock(conn, row.psn_no)
+        row = repo.credential(conn, "card", card_no)
     return row
 
 
