@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/yibao db upgrade
+	$(BIN)/yibao db seed-demo
 	$(BIN)/yibao demo
 
 test: $(STAMP)

@@ -159,9 +159,13 @@ def test_identities_and_bounds(scn: S.Scenario) -> None:
 
     # The personal account only pays the person's share, from balances it has.
     assert a["acct_mulaid_pay"] <= a["acct_pay"] <= a["psn_part_amt"]
-    if not account_used(scn):
-        assert a["acct_pay"] == 0
     own = a["acct_pay"] - a["acct_mulaid_pay"]
+    if not account_used(scn):
+        # No own account in play: at most a bound relative's account pays (residents' 家庭共济).
+        assert own == 0
+        family_may_pay = scn.request.get("acct_used_flag") == "1" and scn.spec.account["family"]["enabled"]
+        if not family_may_pay:
+            assert a["acct_pay"] == 0
     assert a["balc"] == balances(scn.request) - own
     family = sum(fen(rel["current_year"]) + fen(rel["historical"]) for rel in scn.request["accounts"]["family"])
     assert a["acct_mulaid_pay"] <= family

@@ -188,5 +188,23 @@ def db_upgrade(database_url: DatabaseOpt = None) -> None:
     typer.echo(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
 
 
+@db_app.command("seed-demo")
+def db_seed_demo(
+    database_url: DatabaseOpt = None,
+    count: Annotated[int, typer.Option("--count", min=10, max=100_000, help="Insured persons to create.")] = 1000,
+) -> None:
+    """Create the demo region (institutions, ~1,000 insured persons, families, filings) if empty."""
+    from .db import database_url as resolve_url
+    from .db import make_engine, upgrade
+    from .seed import seed_demo
+
+    engine = make_engine(resolve_url(database_url), pool_size=2)
+    upgrade(engine)
+    summary = seed_demo(engine, PolicyStore.load_dir(_bundled_policies()), clock=dt.datetime.now, count=count)
+    engine.dispose()
+    for line in summary.lines():
+        typer.echo(line)
+
+
 def main() -> None:
     app()

@@ -203,22 +203,26 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     # 4. Personal account (own, then 家庭共济), only for the person's share.
     acct_own = acct_family = 0
     family_payments: list[AccountDraw] = []
-    if use_account:
+    # A resident has no account of their own (account.enabled false), yet a bound relative's
+    # account may still pay their share when the scheme's family rules allow it.
+    if req.acct_used_flag and (account.enabled or account.family.enabled):
         payable = psn_part - prepaid
         if not account.pays_fulamt_ownpay:
             payable -= fulamt
         if not account.pays_overlmt:
             payable -= overlmt
         payable = max(0, payable)
-        for source in account.sources:
-            take = min(balances[source], payable - acct_own)
-            balances[source] -= take
-            paid_from[source] += take
-            acct_own += take
-        key = f"schemes.{req.insutype}.account"
-        steps.append(TraceStep("account", "", acct_own + prepaid, key, policy.source_for(key),
-                               {"current_fen": paid_from["current_year"], "historical_fen": paid_from["historical"],
-                                "balance_fen": balances["current_year"] + balances["historical"]}))  # fmt: skip
+        if use_account:
+            for source in account.sources:
+                take = min(balances[source], payable - acct_own)
+                balances[source] -= take
+                paid_from[source] += take
+                acct_own += take
+            key = f"schemes.{req.insutype}.account"
+            steps.append(TraceStep("account", "", acct_own + prepaid, key, policy.source_for(key),
+                                   {"current_fen": paid_from["current_year"],
+                                    "historical_fen": paid_from["historical"],
+                                    "balance_fen": balances["current_year"] + balances["historical"]}))  # fmt: skip
         if payable > acct_own:
             acct_family, family_payments = _family(req, store, policy, account, payable - acct_own, steps)
     acct_pay = prepaid + acct_own + acct_family

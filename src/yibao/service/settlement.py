@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from ..engine import Engine as SettlementEngine
 from ..engine import SettlementResult, parse_request
 from ..errors import Reason, RequestError, SettlementRefused, YibaoError
 from ..money import format_fen
+from ..policy import PolicyStore
 from .credentials import Credential, check_pin, resolve_credential
 from .uow import transact
 
@@ -127,6 +128,15 @@ def _load(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, dat
     )
 
 
+def _offsite_filing(policies: PolicyStore, filed: Sequence[Any], treated_in: str) -> Any | None:
+    """The active off-site filing that covers care in ``treated_in`` (its target region), if any."""
+    target = policies.find_region(treated_in)
+    for f in filed:
+        if f.kind == "offsite" and (f.mdtrtarea_admvs is None or policies.find_region(f.mdtrtarea_admvs) == target):
+            return f
+    return None
+
+
 def _age(birth: dt.date, on: dt.date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
@@ -187,7 +197,7 @@ class SettlementService:
             if policies.find_region(inst.admdvs) != policies.find_region(enrol.admdvs):
                 if not inst.networked:
                     reasons.append(Reason("INSTITUTION_NOT_NETWORKED", f"{inst.name} 未开通异地就医直接结算"))
-                if not any(f.kind == "offsite" for f in visit.filings):
+                if _offsite_filing(policies, visit.filings, inst.admdvs) is None:
                     reasons.append(Reason("OFFSITE_UNFILED", "异地就医未备案, 不能直接结算"))
             scheme = policies.resolve(enrol.admdvs, date).scheme(insutype)
             benefit = None
@@ -231,7 +241,8 @@ class SettlementService:
             pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
             if pin_reasons:
                 raise _PinRefused(tuple(pin_reasons))
-        offsite = next((f.offsite_type for f in filed if f.kind == "offsite"), None)
+        filing = _offsite_filing(self.engine.policies, filed, inst.admdvs)
+        offsite = filing.offsite_type if filing is not None else None
         current, historical = repo.balances(conn, psn_no)
         family = []
         for binding in holders:
