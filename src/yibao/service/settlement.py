@@ -229,7 +229,13 @@ class SettlementService:
         gates = self._gates(visit, med_type, date)
         if gates:
             raise SettlementRefused(tuple(gates))
-        holders = [b for b in repo.active_bindings_for_member(conn, psn_no)] if cmd.use_family else []
+        holders = []
+        if cmd.use_family:
+            seen = {psn_no}  # never the person themself, each relative once
+            for binding in repo.active_bindings_for_member(conn, psn_no):
+                if binding.holder_psn_no not in seen:
+                    seen.add(binding.holder_psn_no)
+                    holders.append(binding)
         acct = str(payload.get("acct_used_flag") or "0") == "1"
         locked = [psn_no, *(b.holder_psn_no for b in holders)] if acct else [psn_no]
         if lock:
@@ -364,9 +370,21 @@ class SettlementService:
             raise NotFound(f"结算 {setl_id} 不存在")
         if original.fixmedins_code != fixmedins_code:
             raise Forbidden(f"结算 {setl_id} 不属于机构 {fixmedins_code}")
+        if original.kind != "settle":
+            # Undoing a reversal would re-charge accounts and deductibles long since moved on:
+            # the institution settles again instead.
+            raise Forbidden(f"{setl_id} 是冲销记录, 不能再冲销或冲正; 如需恢复请重新结算")
         entry_row = repo.entry_of(conn, original.entry_id)
         repo.lock_persons(conn, [original.psn_no, *(p for p in repo.entry_persons(conn, original.entry_id))])
-        if repo.reversal_of(conn, setl_id) is not None:
+        # Under the lock, a concurrent attempt of this very message may have finished first.
+        stored = self._replay(conn, msgid, digest)
+        if stored is not None:
+            return stored
+        done = repo.reversal_of(conn, setl_id)
+        if done is not None:
+            if operation == "undo":
+                noop = {"undone": False, "setl_id": setl_id, "message": f"原交易已被冲销 ({done.setl_id}), 无需冲正"}
+                return self._store_reply(conn, msgid, "undo", digest, noop, None, self.clock())
             raise Forbidden(f"结算 {setl_id} 已冲销, 不能重复冲销")
         now = self.clock()
         new_id = self.new_id()
