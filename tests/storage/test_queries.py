@@ -46,3 +46,8 @@ def test_queries_after_settle_and_reverse(db: Engine) -> None:
     assert statement["fund_pay_sumamt"] == "650.00"  # 455 + 650 − 455
     with pytest.raises(RequestError):
         queries.balance(db, "NOBODY")
+    # Any stored settlement can be explained again, from its stored trace and policy version.
+    again = queries.explain_settlement(db, first.setl_id or "")
+    assert again["policy_version"].startswith("210600@") and any("起付线" in t for t in again["explanation"])
+    reversed_ = queries.explain_settlement(db, records[0]["setl_id"], "en")
+    assert reversed_["kind"] == "reversal" and reversed_["explanation"][0].startswith("Reversal of settlement")

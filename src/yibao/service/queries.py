@@ -16,7 +16,7 @@ from ..errors import RequestError
 from ..money import format_fen
 from .uow import transact
 
-__all__ = ["accumulators", "annual_statement", "balance", "usage_records"]
+__all__ = ["accumulators", "annual_statement", "balance", "explain_settlement", "usage_records"]
 
 #: What each accumulator counter means, for 5206-style answers.
 COUNTER_MEANINGS = {
@@ -130,5 +130,29 @@ def annual_statement(db: Engine, psn_no: str, year: int) -> dict[str, Any]:
             "credited_to_account": format_fen(sum(r.account_fen for r in paid_in)),
             "balance": {"current_year": format_fen(current), "historical": format_fen(historical)},
         }
+
+    return transact(db, work, readonly=True)
+
+
+def explain_settlement(db: Engine, setl_id: str, lang: str = "zh") -> dict[str, Any]:
+    """Re-explain a stored settlement: its trace in plain language, with the policy version used."""
+    if lang not in ("zh", "en"):
+        raise RequestError("lang", "must be zh or en")
+
+    def work(conn: Connection) -> dict[str, Any]:
+        row = repo.get_settlement(conn, setl_id)
+        if row is None:
+            raise RequestError("setl_id", f"结算 {setl_id} 不存在", code="NOT_FOUND")
+        body = json.loads(row.result_json)
+        if row.kind == "reversal":
+            original = repo.get_settlement(conn, row.reverses_setl_id)
+            assert original is not None
+            lines = [f"冲销结算 {row.reverses_setl_id}, 金额全部冲回。" if lang == "zh"
+                     else f"Reversal of settlement {row.reverses_setl_id}: every amount returned."]  # fmt: skip
+            body = json.loads(original.result_json)
+        else:
+            lines = []
+        lines += [step["text"][lang] for step in body.get("trace", [])]
+        return {"setl_id": setl_id, "kind": row.kind, "policy_version": row.policy_version, "explanation": lines}
 
     return transact(db, work, readonly=True)
