@@ -15,6 +15,7 @@ import argparse
 import cProfile
 import datetime as dt
 import json
+import multiprocessing
 import os
 import pstats
 import statistics
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,39 +95,70 @@ def populate(db: Engine, persons: int) -> None:
     transact(db, work)
 
 
-def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payload: dict[str, Any]) -> dict[str, Any]:
-    latencies: list[list[float]] = [[] for _ in range(workers)]
-    errors = [0] * workers
-    stop = time.perf_counter() + seconds
-    tag = uuid.uuid4().hex[:6]
+def _threads(svc: SettlementService, ids: list[int], start_at: float, seconds: float, payload: dict[str, Any],
+             tag: str) -> tuple[list[float], int]:  # fmt: skip
+    """Run one thread per worker id between wall-clock start_at and start_at + seconds."""
+    latencies: list[list[float]] = [[] for _ in ids]
+    errors = [0] * len(ids)
+    stop = start_at + seconds
 
-    def worker(w: int) -> None:
+    def worker(slot: int, w: int) -> None:
+        time.sleep(max(0.0, start_at - time.time()))
         i = 0
-        while time.perf_counter() < stop:
+        while time.time() < stop:
             psn = f"B{(w * PERSONS_PER_WORKER + i % PERSONS_PER_WORKER):07d}"
             cmd = SettleCommand(f"{tag}{w:03d}{i:09d}", INST, Credential("01", f"E{psn}"), payload)
             t0 = time.perf_counter()
             try:
                 svc.settle(cmd)
             except Exception:  # counted, reported: a benchmark must not die on one refusal
-                errors[w] += 1
-            latencies[w].append(time.perf_counter() - t0)
+                errors[slot] += 1
+            latencies[slot].append(time.perf_counter() - t0)
             i += 1
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
-    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(slot, w)) for slot, w in enumerate(ids)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    flat = sorted(x for per in latencies for x in per)
+    return [x for per in latencies for x in per], sum(errors)
+
+
+def _child(url: str, ids: list[int], start_at: float, seconds: float, payload: dict[str, Any], tag: str
+           ) -> tuple[list[float], int]:  # fmt: skip
+    engine = SettlementEngine(PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), load_demo_catalog())
+    db = make_engine(url, pool_size=len(ids) + 2)
+    try:
+        return _threads(SettlementService(db, engine, clock=lambda: NOW), ids, start_at, seconds, payload, tag)
+    finally:
+        db.dispose()
+
+
+def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payload: dict[str, Any],
+        processes: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Settle for ``seconds`` with ``workers`` concurrent callers spread over ``processes`` processes."""
+    tag = uuid.uuid4().hex[:6]
+    procs = max(1, min(processes, workers))
+    if procs == 1:
+        flat, errors = _threads(svc, list(range(workers)), time.time(), seconds, payload, tag)
+    else:
+        url = db.url.render_as_string(hide_password=False)
+        groups = [list(range(workers))[k::procs] for k in range(procs)]
+        start_at = time.time() + 4.0  # let every process load policies and connect first
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+            futures = [pool.submit(_child, url, ids, start_at, seconds, payload, tag) for ids in groups]
+            outcomes = [f.result() for f in futures]
+        flat = [x for lat, _ in outcomes for x in lat]
+        errors = sum(e for _, e in outcomes)
+    flat.sort()
     q = statistics.quantiles(flat, n=100) if len(flat) >= 100 else [flat[-1]] * 99
     return {
         "workers": workers,
+        "processes": procs,
         "settlements": len(flat),
-        "errors": sum(errors),
-        "per_s": round(len(flat) / elapsed, 1),
+        "errors": errors,
+        "per_s": round(len(flat) / seconds, 1),
         "p50_ms": round(q[49] * 1000, 2),
         "p99_ms": round(q[98] * 1000, 2),
     }
@@ -149,6 +182,7 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--profile", action="store_true", help="profile the first worker count (use --workers 1)")
+    parser.add_argument("--processes", type=int, default=1, help="spread the workers over this many processes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",")]
@@ -171,10 +205,11 @@ def main() -> None:
                     profiler.disable()
                     pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
                 else:
-                    row = run(db, svc, workers, args.seconds, payload)
+                    row = run(db, svc, workers, args.seconds, payload, args.processes)
                 row["db"] = kind
                 results.append(row)
-                print(f"{kind:<11} workers={workers:<3} {row['per_s']:>8.1f}/s  p50 {row['p50_ms']:>7.2f} ms  "
+                print(f"{kind:<11} workers={workers:<3} processes={row['processes']:<2} "
+                      f"{row['per_s']:>8.1f}/s  p50 {row['p50_ms']:>7.2f} ms  "
                       f"p99 {row['p99_ms']:>7.2f} ms  ({row['settlements']} settlements, {row['errors']} errors)",
                       flush=True)  # fmt: skip
             db.dispose()
