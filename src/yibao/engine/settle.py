@@ -86,8 +86,8 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     level = params.level_groups.get(req.hosp_lv)
     if level is None:
         raise RequestError("hosp_lv", f"unknown hosp_lv {req.hosp_lv}", code="UNKNOWN_CODE")
-    unknown_ids = sorted(req.identities - set(params.identities))
-    if unknown_ids:
+    if req.identities and not req.identities.issubset(params.identities):
+        unknown_ids = sorted(req.identities.difference(params.identities))
         raise RequestError("psn_idet_types", f"unknown identity {unknown_ids[0]!r}", code="UNKNOWN_CODE")
     local = store.find_region(req.mdtrtarea_admvs) == policy.region
     offsite = "local" if local else (req.offsite_filing or "unfiled")
@@ -134,9 +134,10 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     split_lines: list[LineSplit] = []
     total = fulamt = overlmt = preself = inscp = 0
     warnings: list[str] = []
+    keep = split_lines.append  # bound once: this loop runs for every line of every bill
     for line in req.lines:
         s = split_line(line, ctx)
-        split_lines.append(s)
+        keep(s)
         total += line.amount_fen
         fulamt += s.fulamt_ownpay_fen
         overlmt += s.overlmt_fen

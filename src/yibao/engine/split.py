@@ -8,7 +8,6 @@ in-scope part is the remainder.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..catalog import LEVEL_RANK, Catalog, CatalogItem
@@ -22,13 +21,15 @@ _GENDER = {"1": ("男", "male"), "2": ("女", "female")}
 
 
 class LineSplit(NamedTuple):
-    """One line's split, in the shape of 2204's output."""
+    """One line's split, in the shape of 2204's output.
+
+    Descriptive attributes come from the catalogue ``item`` when there is one, else
+    from the line itself; they are properties so a split costs only what it computes.
+    """
 
     line: FeeLine
-    hilist_code: str | None
-    hilist_name: str
+    item: CatalogItem | None
     chrgitm_lv: str
-    med_chrgitm_type: str
     pric_uplmt_fen: int | None
     selfpay_prop_bp: int
     fulamt_ownpay_fen: int
@@ -37,11 +38,25 @@ class LineSplit(NamedTuple):
     inscp_fen: int
     reasons: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
-    indication: str
+
+    @property
+    def hilist_code(self) -> str | None:
+        return self.line.hilist_code
+
+    @property
+    def hilist_name(self) -> str:
+        return self.item.hilist_name if self.item is not None else self.line.hilist_name
+
+    @property
+    def med_chrgitm_type(self) -> str:
+        return self.item.med_chrgitm_type if self.item is not None else (self.line.med_chrgitm_type or "14")
+
+    @property
+    def indication(self) -> str:
+        return self.item.lmt_indication if self.item is not None else ""
 
 
-@dataclass(frozen=True, slots=True)
-class SplitContext:
+class SplitContext(NamedTuple):
     """The facts restrictions are checked against."""
 
     catalog: Catalog
@@ -136,12 +151,10 @@ def split_line(line: FeeLine, ctx: SplitContext) -> LineSplit:
         lv = line.chrgitm_lv
         prop = line.selfpay_prop_bp if line.selfpay_prop_bp is not None else 0
         cap = line.pric_uplmt_fen
-        name, fee_type, indication = line.hilist_name, line.med_chrgitm_type or "14", ""
     else:
         if line.chrgitm_lv is not None or line.selfpay_prop_bp is not None or line.pric_uplmt_fen is not None:
             warnings = _conflicts(line, item)
         lv, prop, cap = item.chrgitm_lv, item.selfpay_prop_bp, item.pric_uplmt_fen
-        name, fee_type, indication = item.hilist_name, item.med_chrgitm_type, item.lmt_indication
         if item.restricted:
             reasons = _restrictions(item, line, ctx)
     amount = line.amount_fen
@@ -152,9 +165,7 @@ def split_line(line: FeeLine, ctx: SplitContext) -> LineSplit:
     if lv == "03":
         reasons.insert(0, _CLASS_C)
     if reasons:
-        return LineSplit(
-            line, code, name, lv, fee_type, cap, prop, amount, 0, 0, 0, tuple(reasons), warnings, indication
-        )
+        return LineSplit(line, item, lv, cap, prop, amount, 0, 0, 0, tuple(reasons), warnings)
     overlmt = 0
     if cap is not None and line.pric_micro > cap * 10_000:
         # 超限价: the part of the price above the cap, for the line's quantity.
@@ -163,6 +174,5 @@ def split_line(line: FeeLine, ctx: SplitContext) -> LineSplit:
     within_cap = amount - overlmt
     # apply_bp inlined: this runs for every line of every bill.
     preselfpay = (within_cap * prop * 2 + BP_ONE) // (2 * BP_ONE) if prop else 0
-    inscp = within_cap - preselfpay
     assert 0 <= preselfpay <= within_cap <= amount
-    return LineSplit(line, code, name, lv, fee_type, cap, prop, 0, overlmt, preselfpay, inscp, (), warnings, indication)
+    return LineSplit(line, item, lv, cap, prop, 0, overlmt, preselfpay, within_cap - preselfpay, (), warnings)
