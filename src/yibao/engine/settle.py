@@ -138,15 +138,17 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     for line in req.lines:
         s = split_line(line, ctx)
         keep(s)
+        # Unpacked positionally: named NamedTuple access costs a descriptor call per field.
+        _, _, _, _, _, line_fulamt, line_overlmt, line_preself, line_inscp, reasons, line_warnings = s
         total += line.amount_fen
-        fulamt += s.fulamt_ownpay_fen
-        overlmt += s.overlmt_fen
-        preself += s.preselfpay_fen
-        inscp += s.inscp_fen
-        if s.reasons:
+        fulamt += line_fulamt
+        overlmt += line_overlmt
+        preself += line_preself
+        inscp += line_inscp
+        if reasons:
             steps.append(_line_step(s))
-        if s.warnings:
-            warnings.extend(f"feedetail[{line.position}]: {w}" for w in s.warnings)
+        if line_warnings:
+            warnings.extend(f"feedetail[{line.position}]: {w}" for w in line_warnings)
     lines = tuple(split_lines)
     steps.append(TraceStep("split", "", None, None, None,
                            {"total_fen": total, "fulamt_fen": fulamt, "overlmt_fen": overlmt,
