@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(BIN)/yibao db upgrade
 	$(BIN)/yibao db seed-demo
 	$(BIN)/yibao demo
+	$(BIN)/yibao serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

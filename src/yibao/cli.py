@@ -201,9 +201,46 @@ def db_seed_demo(
     engine = make_engine(resolve_url(database_url), pool_size=2)
     upgrade(engine)
     summary = seed_demo(engine, PolicyStore.load_dir(_bundled_policies()), clock=dt.datetime.now, count=count)
-    engine.dispose()
     for line in summary.lines():
         typer.echo(line)
+    # Gateway keys of the demo institutions (published demo values, see docs/gateway.md).
+    from .service.apikeys import demo_key, issue_api_key
+
+    typer.echo("\ndemo gateway keys (_api_access_key / secret):")
+    for inst in summary.institutions:
+        access_key, secret = demo_key(inst.fixmedins_code)
+        issue_api_key(engine, inst.fixmedins_code, clock=dt.datetime.now, access_key=access_key, secret=secret)
+        typer.echo(f"  {inst.fixmedins_code}  {access_key}  {secret}")
+    engine.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 1,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Run the national-interface gateway (POST /fsi/api/rsfComIfsService/callService)."""
+    import logging
+    import os
+
+    import uvicorn
+
+    from .db import database_url as resolve_url
+    from .db import make_engine, upgrade
+
+    url = resolve_url(database_url)
+    os.environ["YIBAO_DATABASE_URL"] = url
+    engine = make_engine(url, pool_size=2)
+    upgrade(engine)
+    engine.dispose()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    typer.echo(f"gateway: http://{host}:{port}/fsi/api/rsfComIfsService/callService   docs: http://{host}:{port}/docs")
+    uvicorn.run(
+        "yibao.gateway.server:build", factory=True, host=host, port=port, workers=workers, access_log=False,
+        timeout_graceful_shutdown=10,
+    )  # fmt: skip
 
 
 def main() -> None:

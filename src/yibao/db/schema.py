@@ -252,3 +252,55 @@ contributions = Table(
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("psn_no", "kind", "period", name="uq_contributions_once_per_period"),
 )
+
+# -- the national-interface gateway -------------------------------------------------------
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("access_key", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False, index=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime, nullable=True),
+)
+
+signins = Table(
+    "signins",
+    metadata,
+    Column("sign_no", String(40), primary_key=True),
+    Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False, index=True),
+    Column("opter", String(30), nullable=False),
+    Column("opter_name", String(50), nullable=False),
+    Column("signed_in_at", DateTime, nullable=False),
+    Column("signed_out_at", DateTime, nullable=True),
+)
+
+visits = Table(
+    "visits",
+    metadata,
+    Column("mdtrt_id", String(32), primary_key=True),
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False, index=True),
+    Column("insutype", String(3), nullable=False),
+    Column("med_type", String(10), nullable=False),
+    Column("begntime", String(19), nullable=False),
+    Column("cert_type", String(2), nullable=False),
+    Column("cert_no", String(64), nullable=False),
+    Column("card_sn", String(32), nullable=True),
+    Column("ipt_otp_no", String(30), nullable=False),
+    Column("dise_codg", String(20), nullable=True),
+    Column("status", String(10), nullable=False),  # open | cancelled | settled
+    Column("created_at", DateTime, nullable=False),
+    CheckConstraint("status IN ('open', 'cancelled', 'settled')", name="status"),
+)
+
+visit_fees = Table(
+    "visit_fees",
+    metadata,
+    Column("mdtrt_id", String(32), ForeignKey("visits.mdtrt_id"), primary_key=True),
+    Column("feedetl_sn", String(30), primary_key=True),
+    Column("line_json", Text, nullable=False),
+    Column("status", String(10), nullable=False),  # active | revoked
+    Column("uploaded_at", DateTime, nullable=False),
+)

@@ -171,6 +171,16 @@ class SettlementService:
 
         return transact(self.db, work, readonly=True)
 
+    def entitlement_of(
+        self, psn_no: str, fixmedins_code: str, insutype: str, med_type: str, date: dt.date
+    ) -> list[Reason]:
+        """2001 for a person already identified (by 1101): every reason, empty = entitled."""
+        return transact(
+            self.db,
+            lambda conn: self._gates(_load(conn, psn_no, fixmedins_code, insutype, date), med_type, date),
+            readonly=True,
+        )
+
     def _gates(self, visit: _Visit, med_type: str, date: dt.date) -> list[Reason]:
         """Eligibility gates of domain.md §7 over rows already loaded (no queries here)."""
         person, enrol, inst, insutype = visit.person, visit.enrolment, visit.institution, visit.insutype

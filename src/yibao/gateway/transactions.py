@@ -1,0 +1,469 @@
+"""The national-interface transactions (infno) the gateway answers.
+
+Each handler takes the call context and the envelope's ``input`` and returns the
+``output``. Identifiers the platform hands out (``sign_no``, ``mdtrt_id``) are
+derived from the institution and the sender's ``msgid``, so a retried message
+finds what its first attempt made instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from ..db import repository as repo
+from ..db.schema import signins, visit_fees, visits
+from ..errors import RequestError, YibaoError
+from ..money import format_fen
+from ..service import queries
+from ..service.credentials import CERT_TYPES, Credential, resolve_credential
+from ..service.settlement import SettleCommand, SettlementService
+from ..service.uow import transact
+
+__all__ = ["HANDLERS", "SIGN_FREE", "Call", "GatewayError"]
+
+#: Transactions that need no operator sign-in (9001 is the sign-in itself).
+SIGN_FREE = frozenset({"9001"})
+#: Fee lines one visit may hold.
+MAX_VISIT_LINES = 20_000
+
+
+class GatewayError(YibaoError):
+    """A business refusal answered with a non-zero infcode."""
+
+    code = "GATEWAY_REFUSED"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One envelope being answered."""
+
+    db: Engine
+    service: SettlementService
+    clock: Callable[[], dt.datetime]
+    infno: str
+    msgid: str
+    fixmedins_code: str
+    envelope: Mapping[str, Any]
+    data: Mapping[str, Any]
+
+    def field(self, key: str, *, required: bool = True) -> str:
+        value = self.data.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                raise RequestError(f"input.{key}", "missing required value")
+            return ""
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise RequestError(f"input.{key}", "must be a string")
+        return str(value).strip()
+
+
+def _derived_id(prefix: str, call: Call) -> str:
+    digest = hashlib.sha256(f"{call.fixmedins_code}|{call.infno}|{call.msgid}".encode()).hexdigest()
+    return f"{prefix}{digest[:23]}"
+
+
+def _payload(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """National inputs nest the business fields under ``data`` (or another key); accept both."""
+    inner = data.get(key)
+    return inner if isinstance(inner, Mapping) else data
+
+
+# -- 9001 / 9002 sign-in -------------------------------------------------------------------
+def sign_in(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "signIn")
+    opter = str(body.get("opter") or call.envelope.get("opter") or "").strip()
+    if not opter:
+        raise RequestError("input.signIn.opter", "missing required value")
+    sign_no = _derived_id("S", call)
+    now = call.clock()
+
+    def work(conn: Connection) -> None:
+        if conn.execute(select(signins.c.sign_no).where(signins.c.sign_no == sign_no)).first() is None:
+            conn.execute(
+                insert(signins).values(
+                    sign_no=sign_no, fixmedins_code=call.fixmedins_code, opter=opter,
+                    opter_name=str(body.get("opter_name") or call.envelope.get("opter_name") or ""),
+                    signed_in_at=now, signed_out_at=None,
+                )
+            )  # fmt: skip
+
+    transact(call.db, work)
+    return {"signinoutb": {"sign_time": now.strftime("%Y-%m-%d %H:%M:%S"), "sign_no": sign_no}}
+
+
+def sign_out(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "signOut")
+    sign_no = str(body.get("sign_no") or call.envelope.get("sign_no") or "")
+    now = call.clock()
+
+    def work(conn: Connection) -> None:
+        conn.execute(
+            update(signins)
+            .where(signins.c.sign_no == sign_no, signins.c.fixmedins_code == call.fixmedins_code)
+            .values(signed_out_at=now)
+        )
+
+    transact(call.db, work)
+    return {"signoutoutb": {"sign_time": now.strftime("%Y-%m-%d %H:%M:%S")}}
+
+
+def signed_in(db: Engine, sign_no: str, fixmedins_code: str) -> bool:
+    row = transact(
+        db, lambda conn: conn.execute(select(signins).where(signins.c.sign_no == sign_no)).first(), readonly=True
+    )
+    return row is not None and row.fixmedins_code == fixmedins_code and row.signed_out_at is None
+
+
+# -- 1101 person information ---------------------------------------------------------------
+def _credential(call: Call, body: Mapping[str, Any]) -> Credential:
+    cert_type = str(body.get("mdtrt_cert_type") or "").strip()
+    if cert_type not in CERT_TYPES:
+        raise RequestError("input.mdtrt_cert_type", "must be 01 (电子凭证), 02 (身份证) or 03 (社保卡)")
+    number = str(body.get("mdtrt_cert_no") or "").strip()
+    if not number:
+        raise RequestError("input.mdtrt_cert_no", "missing required value")
+    card_sn = str(body.get("card_sn") or "").strip() or None
+    if cert_type == "03" and card_sn is None:
+        raise RequestError("input.card_sn", "a social security card needs its card_sn")
+    pin = str(body.get("pin") or "").strip() or None
+    return Credential(cert_type, number, card_sn, pin)
+
+
+def _person_by(call: Call, cred: Credential) -> str:
+    psn_no, reasons = transact(call.db, lambda conn: resolve_credential(conn, cred, call.clock()), readonly=True)
+    if psn_no is None or reasons:
+        raise GatewayError("; ".join(r.message for r in reasons) or "凭证无效")
+    return psn_no
+
+
+def person_info(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    psn_no = _person_by(call, _credential(call, body))
+    from ..service import registry
+
+    info = registry.person_info(call.db, psn_no)
+    today = call.clock().date()
+    p = info.person
+    age = today.year - p.brdy.year - ((today.month, today.day) < (p.brdy.month, p.brdy.day))
+    balance = info.balance_current_fen + info.balance_historical_fen
+    return {
+        "baseinfo": {
+            "psn_no": p.psn_no, "psn_cert_type": "01", "certno": p.certno, "psn_name": p.name, "gend": p.gend,
+            "brdy": p.brdy.isoformat(), "age": age,
+        },
+        "insuinfo": [
+            {
+                "insutype": e.insutype, "psn_type": e.psn_type, "insuplc_admdvs": e.admdvs,
+                "psn_insu_stas": "1" if e.pause_date is None or e.pause_date > today else "2",
+                "psn_insu_date": e.begn_date.isoformat(),
+                "paus_insu_date": e.pause_date.isoformat() if e.pause_date else "",
+                "balc": format_fen(balance) if e.insutype == "310" else "0.00",
+            }
+            for e in info.enrolments
+            if e.end_date is None or e.end_date >= today
+        ],
+        "idetinfo": [
+            {"psn_idet_type": i.idet_type, "begntime": i.begn_date.isoformat(),
+             "endtime": i.end_date.isoformat() if i.end_date else ""}
+            for i in info.identities
+        ],
+    }  # fmt: skip
+
+
+# -- 2001 entitlement ------------------------------------------------------------------------
+def entitlement(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    date = _date(body.get("begntime") or call.clock().strftime("%Y-%m-%d"), "input.data.begntime")
+    reasons = call.service.entitlement_of(
+        call.field("psn_no") if "psn_no" in call.data else str(body.get("psn_no") or ""),
+        call.fixmedins_code, str(body.get("insutype") or ""), str(body.get("med_type") or ""), date,
+    )  # fmt: skip
+    return {"trtinfo": [{"trt_chk_type": r.code, "trt_chk_rslt": "0", "trt_chk_memo": r.message} for r in reasons],
+            "trt_enjymnt_flag": "0" if reasons else "1"}  # fmt: skip
+
+
+def _date(value: Any, field: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise RequestError(field, f"not a date: {value!r}") from None
+
+
+# -- 2201 / 2202 registration, 2203 visit info ----------------------------------------------
+def register(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    cred = _credential(call, body)
+    psn_no = _person_by(call, cred)
+    if str(body.get("psn_no") or psn_no) != psn_no:
+        raise GatewayError("psn_no 与凭证不符 (不得冒名就医)")
+    insutype = str(body.get("insutype") or "")
+    begntime = str(body.get("begntime") or call.clock().strftime("%Y-%m-%d %H:%M:%S"))
+    _date(begntime, "input.data.begntime")
+    med_type = str(body.get("med_type") or "11")
+    reasons = call.service.entitlement_of(psn_no, call.fixmedins_code, insutype, med_type, _date(begntime, "begntime"))
+    if reasons:
+        raise GatewayError("; ".join(r.message for r in reasons))
+    mdtrt_id = _derived_id("V", call)
+    now = call.clock()
+
+    def work(conn: Connection) -> None:
+        if conn.execute(select(visits.c.mdtrt_id).where(visits.c.mdtrt_id == mdtrt_id)).first() is None:
+            conn.execute(
+                insert(visits).values(
+                    mdtrt_id=mdtrt_id, psn_no=psn_no, fixmedins_code=call.fixmedins_code, insutype=insutype,
+                    med_type=med_type, begntime=begntime[:19], cert_type=cred.cert_type, cert_no=cred.number,
+                    card_sn=cred.card_sn, ipt_otp_no=str(body.get("ipt_otp_no") or mdtrt_id), dise_codg=None,
+                    status="open", created_at=now,
+                )
+            )  # fmt: skip
+
+    transact(call.db, work)
+    return {"data": {"mdtrt_id": mdtrt_id, "psn_no": psn_no, "ipt_otp_no": str(body.get("ipt_otp_no") or mdtrt_id)}}
+
+
+def _visit(conn: Connection, call: Call, mdtrt_id: str, psn_no: str | None = None) -> Any:
+    row = conn.execute(select(visits).where(visits.c.mdtrt_id == mdtrt_id)).first()
+    if row is None or row.fixmedins_code != call.fixmedins_code:
+        raise GatewayError(f"就诊 {mdtrt_id} 不存在或不属于本机构")
+    if psn_no and row.psn_no != psn_no:
+        raise GatewayError("psn_no 与就诊登记不符")
+    return row
+
+
+def cancel_registration(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    mdtrt_id = str(body.get("mdtrt_id") or "")
+
+    def work(conn: Connection) -> None:
+        row = _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None)
+        if row.status == "settled":
+            raise GatewayError("已结算的就诊不能撤销挂号, 请先撤销结算")
+        conn.execute(update(visits).where(visits.c.mdtrt_id == mdtrt_id).values(status="cancelled"))
+
+    transact(call.db, work)
+    return {}
+
+
+def visit_info(call: Call) -> dict[str, Any]:
+    info = call.data.get("mdtrtinfo")
+    if not isinstance(info, Mapping):
+        raise RequestError("input.mdtrtinfo", "missing required value")
+    mdtrt_id = str(info.get("mdtrt_id") or "")
+
+    def work(conn: Connection) -> None:
+        row = _visit(conn, call, mdtrt_id, str(info.get("psn_no") or "") or None)
+        if row.status != "open":
+            raise GatewayError(f"就诊状态为 {row.status}, 不能上传就诊信息")
+        values: dict[str, Any] = {}
+        if info.get("med_type"):
+            values["med_type"] = str(info["med_type"])
+        if info.get("dise_codg"):
+            values["dise_codg"] = str(info["dise_codg"])
+        if values:
+            conn.execute(update(visits).where(visits.c.mdtrt_id == mdtrt_id).values(**values))
+
+    transact(call.db, work)
+    return {}
+
+
+# -- 2204 / 2205 fee lines -------------------------------------------------------------------
+def upload_fees(call: Call) -> dict[str, Any]:
+    lines = call.data.get("feedetail")
+    if not isinstance(lines, list) or not lines:
+        raise RequestError("input.feedetail", "must be a non-empty list")
+    mdtrt_ids = {str(line.get("mdtrt_id") or "") for line in lines if isinstance(line, Mapping)}
+    if len(mdtrt_ids) != 1:
+        raise RequestError("input.feedetail[].mdtrt_id", "all lines of one upload belong to one visit")
+    mdtrt_id = mdtrt_ids.pop()
+    now = call.clock()
+
+    def work(conn: Connection) -> Any:
+        row = _visit(conn, call, mdtrt_id)
+        if row.status != "open":
+            raise GatewayError(f"就诊状态为 {row.status}, 不能上传费用")
+        existing = {
+            sn for (sn,) in conn.execute(select(visit_fees.c.feedetl_sn).where(visit_fees.c.mdtrt_id == mdtrt_id))
+        }
+        for i, line in enumerate(lines):
+            if not isinstance(line, Mapping) or not str(line.get("feedetl_sn") or "").strip():
+                raise RequestError(f"input.feedetail[{i}].feedetl_sn", "missing required value")
+            sn = str(line["feedetl_sn"]).strip()
+            if sn in existing:
+                continue  # re-upload of the same line (a retry): keep the first
+            existing.add(sn)
+            conn.execute(
+                insert(visit_fees).values(
+                    mdtrt_id=mdtrt_id, feedetl_sn=sn, line_json=json.dumps(dict(line), ensure_ascii=False),
+                    status="active", uploaded_at=now,
+                )
+            )  # fmt: skip
+        if len(existing) > MAX_VISIT_LINES:
+            raise RequestError("input.feedetail", f"a visit holds at most {MAX_VISIT_LINES} lines")
+        return row
+
+    row = transact(call.db, work)
+    # The per-line split, as a pre-settlement computes it (nothing is settled).
+    result = call.service.presettle(_command(call, row, {"acct_used_flag": "0"}))
+    uploaded = {str(line["feedetl_sn"]).strip() for line in lines}
+    return {
+        "result": [
+            {**detail, "mdtrt_id": mdtrt_id}
+            for detail in result.to_json(trace=False)["detlcutinfo"]
+            if detail["feedetl_sn"] in uploaded
+        ]
+    }
+
+
+def revoke_fees(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    mdtrt_id = str(body.get("mdtrt_id") or "")
+    sn = str(body.get("feedetl_sn") or "0000")
+
+    def work(conn: Connection) -> None:
+        row = _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None)
+        if row.status != "open":
+            raise GatewayError(f"就诊状态为 {row.status}, 不能撤销费用")
+        query = update(visit_fees).where(visit_fees.c.mdtrt_id == mdtrt_id)
+        if sn != "0000":  # 0000 = every line of the visit
+            query = query.where(visit_fees.c.feedetl_sn == sn)
+        conn.execute(query.values(status="revoked"))
+
+    transact(call.db, work)
+    return {}
+
+
+# -- 2206 / 2207 / 2208 outpatient settlement -----------------------------------------------
+def _command(call: Call, row: Any, body: Mapping[str, Any]) -> SettleCommand:
+    def work(conn: Connection) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            select(visit_fees.c.line_json)
+            .where(visit_fees.c.mdtrt_id == row.mdtrt_id, visit_fees.c.status == "active")
+            .order_by(visit_fees.c.uploaded_at, visit_fees.c.feedetl_sn)
+        ).scalars()
+        return [json.loads(text) for text in rows]
+
+    fees = transact(call.db, work, readonly=True)
+    if not fees:
+        raise GatewayError(f"就诊 {row.mdtrt_id} 没有已上传的费用明细")
+    keep = ("feedetl_sn", "med_list_codg", "hilist_code", "cnt", "pric", "det_item_fee_sumamt", "hosp_appr_flag",
+            "medins_list_name", "hilist_name", "course_day")  # fmt: skip
+    feedetail = [{k: v for k, v in fee.items() if k in keep} for fee in fees]
+    payload = {
+        "insutype": row.insutype, "med_type": str(body.get("med_type") or row.med_type), "begntime": row.begntime,
+        "acct_used_flag": str(body.get("acct_used_flag") or "0"), "mdtrt_id": row.mdtrt_id, "feedetail": feedetail,
+    }  # fmt: skip
+    if row.dise_codg:
+        payload["dise_codg"] = row.dise_codg
+    pin = str(body.get("pin") or "").strip() or None
+    return SettleCommand(
+        call.msgid, call.fixmedins_code, Credential(row.cert_type, row.cert_no, row.card_sn, pin), payload
+    )
+
+
+def _settlement_input(call: Call) -> tuple[Any, Mapping[str, Any]]:
+    body = _payload(call.data, "data")
+    mdtrt_id = str(body.get("mdtrt_id") or "")
+    row = transact(call.db, lambda conn: _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None))
+    return row, body
+
+
+def _check_total(body: Mapping[str, Any], setlinfo: Mapping[str, Any]) -> None:
+    declared = body.get("medfee_sumamt")
+    if declared not in (None, "") and str(declared) != setlinfo["medfee_sumamt"]:
+        raise GatewayError(f"medfee_sumamt {declared} 与已上传费用合计 {setlinfo['medfee_sumamt']} 不符")
+
+
+def presettle(call: Call) -> dict[str, Any]:
+    row, body = _settlement_input(call)
+    if row.status != "open":
+        raise GatewayError(f"就诊状态为 {row.status}, 不能预结算")
+    out = call.service.presettle(_command(call, row, body)).to_json(trace=False)
+    _check_total(body, out["setlinfo"])
+    return {"setlinfo": out["setlinfo"], "setldetail": out["setldetail"]}
+
+
+def settle(call: Call) -> dict[str, Any]:
+    row, body = _settlement_input(call)
+    command = _command(call, row, body)
+    if row.status != "open":
+        # A retry of the settling message replays; anything else on a closed visit is refused.
+        stored = transact(call.db, lambda conn: repo.get_message(conn, call.msgid), readonly=True)
+        if stored is None:
+            raise GatewayError(f"就诊状态为 {row.status}, 不能结算")
+    reply = call.service.settle(command)
+    _check_total(body, reply.body["setlinfo"])
+
+    def close(conn: Connection) -> None:
+        conn.execute(update(visits).where(visits.c.mdtrt_id == row.mdtrt_id).values(status="settled"))
+
+    transact(call.db, close)
+    return {"setlinfo": reply.body["setlinfo"], "setldetail": reply.body["setldetail"]}
+
+
+def reverse(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    setl_id = str(body.get("setl_id") or "")
+    if not setl_id:
+        raise RequestError("input.data.setl_id", "missing required value")
+    reply = call.service.reverse(setl_id, call.msgid, call.fixmedins_code)
+    mdtrt_id = str(body.get("mdtrt_id") or "")
+    if mdtrt_id:
+
+        def reopen(conn: Connection) -> None:
+            conn.execute(
+                update(visits)
+                .where(visits.c.mdtrt_id == mdtrt_id, visits.c.fixmedins_code == call.fixmedins_code)
+                .values(status="open")
+            )
+
+        transact(call.db, reopen)
+    return {"setlinfo": reply.body["setlinfo"], "setldetail": reply.body.get("setldetail", [])}
+
+
+# -- 2601 冲正 ----------------------------------------------------------------------------------
+def undo(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    omsgid = str(body.get("omsgid") or call.data.get("omsgid") or "")
+    if not omsgid:
+        raise RequestError("input.data.omsgid", "missing required value")
+    reply = call.service.undo(omsgid, call.msgid, call.fixmedins_code)
+    return {
+        "data": {"omsgid": omsgid, "oinfno": str(body.get("oinfno") or ""), **reply.body.get("setlinfo", reply.body)}
+    }
+
+
+# -- 5206 accumulators ---------------------------------------------------------------------------
+def accumulators(call: Call) -> dict[str, Any]:
+    body = _payload(call.data, "data")
+    psn_no = str(body.get("psn_no") or "")
+    year = int(str(body.get("cum_ym") or call.clock().strftime("%Y"))[:4])
+    insutype = str(body.get("insutype") or "310")
+    rows = queries.accumulators(call.db, psn_no, year, insutype)
+    return {
+        "cuminfo": [{"cum_type_code": r["key"], "cum": r["value"], "memo": r["meaning"], "year": year} for r in rows]
+    }
+
+
+HANDLERS: dict[str, Callable[[Call], dict[str, Any]]] = {
+    "9001": sign_in,
+    "9002": sign_out,
+    "1101": person_info,
+    "2001": entitlement,
+    "2201": register,
+    "2202": cancel_registration,
+    "2203": visit_info,
+    "2204": upload_fees,
+    "2205": revoke_fees,
+    "2206": presettle,
+    "2207": settle,
+    "2208": reverse,
+    "2601": undo,
+    "5206": accumulators,
+}
