@@ -67,6 +67,7 @@ def compute_fund(
     ordinal: int,
     acc: Mapping[str, int],
     policy: Policy,
+    visit_dedc_paid_fen: int = 0,
 ) -> FundOutcome:
     """Pay ``rule`` on ``base_fen`` given the year-to-date accumulators ``acc``.
 
@@ -102,7 +103,8 @@ def compute_fund(
         keys = _keys(acc_name)
         paid = acc.get(keys.dedc, 0)
         if d.period == "visit":
-            owed = standard
+            # Owed afresh each visit, less what earlier settlements of this same visit bore.
+            owed = max(0, standard - visit_dedc_paid_fen)
         elif d.top_up:
             level_before = acc.get(keys.dedc_lv, 0)
             level_now = max(level_before, standard)

@@ -96,6 +96,10 @@ class SettlementRequest:
     family: tuple[FamilyAccount, ...]
     setl_id: str | None = None
     mdtrt_id: str | None = None
+    #: An interim or final settlement continuing an admission already settled in part
+    #: (中途结算): no new visit is counted, and the visit deductible already borne counts.
+    continues_visit: bool = False
+    visit_dedc_paid_fen: int = 0
 
 
 def _blank(value: Any) -> bool:
@@ -325,6 +329,23 @@ def _balances(raw: Mapping[str, Any], at: str) -> tuple[int, int]:
     return current, historical
 
 
+def _visit(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise RequestError("visit", "must be an object {continues, dedc_paid}")
+    unknown = sorted(set(raw) - {"continues", "dedc_paid"})
+    if unknown:
+        raise RequestError(f"visit.{unknown[0]}", "unknown field (allowed: continues, dedc_paid)")
+    continues = raw.get("continues", False)
+    if not isinstance(continues, bool):
+        raise RequestError("visit.continues", "must be true or false")
+    paid = 0 if _blank(raw.get("dedc_paid")) else _amount(raw["dedc_paid"], "visit.dedc_paid")
+    if paid and not continues:
+        raise RequestError("visit.dedc_paid", "only a continued visit has a deductible already borne")
+    return {"continues_visit": continues, "visit_dedc_paid_fen": paid}
+
+
 def parse_request(data: Any) -> SettlementRequest:
     """Validate a decoded JSON request; raises :class:`RequestError` naming the field."""
     if not isinstance(data, Mapping):
@@ -412,5 +433,6 @@ def parse_request(data: Any) -> SettlementRequest:
         historical_fen=historical,
         family=tuple(family),
         setl_id=_code(data, "setl_id", required=False),
+        **_visit(data.get("visit")),
         mdtrt_id=_code(data, "mdtrt_id", required=False),
     )

@@ -176,12 +176,18 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     details: list[FundDetail] = []
     delta: dict[str, int] = {}
     running = dict(req.accumulators)
-    ordinal = running.get(plan.visit_key, 0) + 1
-    delta[plan.visit_key] = 1
+    if req.continues_visit:
+        # The same admission settled again (中途结算): no new visit, the same ordinal.
+        ordinal = max(1, running.get(plan.visit_key, 0))
+    else:
+        ordinal = running.get(plan.visit_key, 0) + 1
+        delta[plan.visit_key] = 1
     dedc = ratio = 0
     if not no_fund:
         base = inscp - prepaid
-        pool = compute_fund(benefit.fund, plan.pool_path, benefit_name, base, facts, ordinal, running, policy)
+        pool = compute_fund(
+            benefit.fund, plan.pool_path, benefit_name, base, facts, ordinal, running, policy, req.visit_dedc_paid_fen
+        )
         _absorb(pool, funds, details, delta, running, steps)
         dedc, ratio = pool.dedc_fen, pool.ratio_bp
         remaining = base - pool.pay_fen
