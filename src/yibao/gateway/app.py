@@ -29,12 +29,14 @@ from ..service.uow import transact
 from . import signature
 from .transactions import HANDLERS, SIGN_FREE, Call, signed_in
 
-__all__ = ["GATEWAY_PATH", "create_app"]
+__all__ = ["GATEWAY_PATH", "INTERNAL_ERROR", "create_app"]
 
 GATEWAY_PATH = "/fsi/api/rsfComIfsService/callService"
 #: Accepted clock difference between a client's _api_timestamp and ours.
 REPLAY_WINDOW_MS = 300_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: err_msg of an answer to an unexpected failure (tests assert it never appears).
+INTERNAL_ERROR = "平台内部错误, 已记录, 请稍后重试"
 log = logging.getLogger("yibao.gateway")
 
 
@@ -119,6 +121,10 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             response = answer(envelope, -1, None, str(exc))
         except (YibaoError, _Refusal) as exc:
             response = answer(envelope, -1, None, str(exc))
+        except Exception:
+            # The HIS must always get an envelope; the defect is logged with its msgid for repair.
+            log.exception("unexpected error answering msgid=%s infno=%s", msgid, infno)
+            response = answer(envelope, -1, None, INTERNAL_ERROR)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             json.dumps(
