@@ -85,7 +85,7 @@ def populate(db: Engine, persons: int) -> None:
             # an Argon2id PIN check costs ~20 ms of CPU and is measured separately.
             conn.execute(insert(S.credentials).values(psn_no=psn, kind="evoucher", number=f"E{psn}", card_sn=None,
                                                       status="active", created_at=NOW,
-                                                      expires_at=NOW + dt.timedelta(days=1)))  # fmt: skip
+                                                      expires_at=NOW + dt.timedelta(days=3650)))  # fmt: skip
             conn.execute(insert(S.pins).values(psn_no=psn, pin_hash=pin, must_change=False, failed_attempts=0,
                                                locked=False, updated_at=NOW))  # fmt: skip
             repo.post_entry(conn, ledger.contribution_entry(
