@@ -26,8 +26,11 @@ from ..db.schema import api_keys
 from ..errors import RequestError, SettlementRefused, YibaoError
 from ..service.settlement import SettlementService
 from ..service.uow import transact
-from . import signature
-from .transactions import HANDLERS, SIGN_FREE, Call, signed_in
+from . import inpatient, other, pharmacy, signature
+from .transactions import HANDLERS as OUTPATIENT_HANDLERS
+from .transactions import SIGN_FREE, Call, signed_in
+
+HANDLERS = {**OUTPATIENT_HANDLERS, **inpatient.HANDLERS, **pharmacy.HANDLERS, **other.HANDLERS}
 
 __all__ = ["GATEWAY_PATH", "INTERNAL_ERROR", "create_app"]
 

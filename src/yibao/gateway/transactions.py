@@ -64,6 +64,17 @@ class Call:
         return str(value).strip()
 
 
+def is_inpatient(med_type: str) -> bool:
+    """住院类医疗类别: 21 普通住院, 2x (28 日间手术 …), 52 生育住院, 71 家庭病床."""
+    return med_type.startswith("2") or med_type in ("52", "71")
+
+
+def _outpatient_only(row: Any) -> None:
+    """Admissions have their own transactions (2301–2305), which keep the per-admission rules."""
+    if is_inpatient(row.med_type):
+        raise GatewayError(f"就诊 {row.mdtrt_id} 是住院, 请使用住院交易 (2301/2303/2304/2305)")
+
+
 def _derived_id(prefix: str, call: Call) -> str:
     digest = hashlib.sha256(f"{call.fixmedins_code}|{call.infno}|{call.msgid}".encode()).hexdigest()
     return f"{prefix}{digest[:23]}"
@@ -286,6 +297,7 @@ def upload_fees(call: Call) -> dict[str, Any]:
 
     def work(conn: Connection) -> Any:
         row = _visit(conn, call, mdtrt_id)
+        _outpatient_only(row)
         if row.status != "open":
             raise GatewayError(f"就诊状态为 {row.status}, 不能上传费用")
         existing = {
@@ -328,6 +340,7 @@ def revoke_fees(call: Call) -> dict[str, Any]:
 
     def work(conn: Connection) -> None:
         row = _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None)
+        _outpatient_only(row)
         if row.status != "open":
             raise GatewayError(f"就诊状态为 {row.status}, 不能撤销费用")
         query = update(visit_fees).where(visit_fees.c.mdtrt_id == mdtrt_id)
@@ -367,10 +380,25 @@ def _command(call: Call, row: Any, body: Mapping[str, Any]) -> SettleCommand:
     )
 
 
+def _not_an_admission(call: Call, setl_id: str) -> None:
+    """Inpatient settlements are reversed newest first through 2305, which keeps the admission consistent."""
+
+    def work(conn: Connection) -> Any:
+        settlement = repo.get_settlement(conn, setl_id)
+        if settlement is None or settlement.mdtrt_id is None:
+            return None
+        return conn.execute(select(visits.c.med_type).where(visits.c.mdtrt_id == settlement.mdtrt_id)).scalar()
+
+    med_type = transact(call.db, work, readonly=True)
+    if med_type is not None and is_inpatient(str(med_type)):
+        raise GatewayError(f"结算 {setl_id} 属于住院, 请使用 2305 撤销住院结算")
+
+
 def _settlement_input(call: Call) -> tuple[Any, Mapping[str, Any]]:
     body = _payload(call.data, "data")
     mdtrt_id = str(body.get("mdtrt_id") or "")
     row = transact(call.db, lambda conn: _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None))
+    _outpatient_only(row)
     return row, body
 
 
@@ -412,6 +440,7 @@ def reverse(call: Call) -> dict[str, Any]:
     setl_id = str(body.get("setl_id") or "")
     if not setl_id:
         raise RequestError("input.data.setl_id", "missing required value")
+    _not_an_admission(call, setl_id)
     reply = call.service.reverse(setl_id, call.msgid, call.fixmedins_code)
     mdtrt_id = str(body.get("mdtrt_id") or "")
     if mdtrt_id:
@@ -433,6 +462,9 @@ def undo(call: Call) -> dict[str, Any]:
     omsgid = str(body.get("omsgid") or call.data.get("omsgid") or "")
     if not omsgid:
         raise RequestError("input.data.omsgid", "missing required value")
+    target = transact(call.db, lambda conn: repo.get_message(conn, omsgid), readonly=True)
+    if target is not None and target.setl_id is not None:
+        _not_an_admission(call, target.setl_id)
     reply = call.service.undo(omsgid, call.msgid, call.fixmedins_code)
     return {
         "data": {"omsgid": omsgid, "oinfno": str(body.get("oinfno") or ""), **reply.body.get("setlinfo", reply.body)}
