@@ -236,11 +236,43 @@ def serve(
     upgrade(engine)
     engine.dispose()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    typer.echo(f"gateway: http://{host}:{port}/fsi/api/rsfComIfsService/callService   docs: http://{host}:{port}/docs")
+    typer.echo(f"gateway: http://{host}:{port}/fsi/api/rsfComIfsService/callService")
+    typer.echo(f"api:     http://{host}:{port}/v1   docs: http://{host}:{port}/docs")
     uvicorn.run(
         "yibao.gateway.server:build", factory=True, host=host, port=port, workers=workers, access_log=False,
         timeout_graceful_shutdown=10,
     )  # fmt: skip
+
+
+staff_app = typer.Typer(no_args_is_help=True, help="Agency staff accounts of the resource API (/v1).")
+app.add_typer(staff_app, name="staff")
+
+
+@staff_app.command("add")
+def staff_add(
+    username: Annotated[str, typer.Argument(help="Login name: 3–40 of a-z 0-9 _ . - (starting with a letter).")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator or admin.")] = "viewer",
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Create an agency staff account (the first admin, for one); the password is prompted for."""
+    import os
+
+    from .api import create_staff
+    from .db import database_url as resolve_url
+    from .db import make_engine, upgrade
+
+    password = os.environ.get("YIBAO_STAFF_PASSWORD") or typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+    engine = make_engine(resolve_url(database_url), pool_size=2)
+    upgrade(engine)
+    try:
+        record = create_staff(engine, username, password, role, dt.datetime.now)
+    except YibaoError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+    typer.echo(f"staff user {record.username} created with role {record.role}")
 
 
 def main() -> None:

@@ -304,3 +304,55 @@ visit_fees = Table(
     Column("status", String(10), nullable=False),  # active | revoked
     Column("uploaded_at", DateTime, nullable=False),
 )
+
+# -- the resource API (/v1) ---------------------------------------------------------------
+
+staff_users = Table(
+    "staff_users",
+    metadata,
+    Column("username", String(40), primary_key=True),
+    Column("password_hash", String(200), nullable=False),  # Argon2id
+    Column("role", String(10), nullable=False),  # viewer | operator | admin
+    Column("disabled", Boolean, nullable=False),
+    Column("failed_attempts", Integer, nullable=False),  # consecutive wrong passwords
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),
+)
+
+api_sessions = Table(
+    "api_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the bearer token; the token is never stored
+    Column("kind", String(6), nullable=False),  # person | staff
+    Column("subject", String(40), nullable=False, index=True),  # psn_no or username
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime, nullable=True),
+    CheckConstraint("kind IN ('person', 'staff')", name="kind"),
+)
+
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("caller", String(48), primary_key=True),  # person:<psn_no> | staff:<username>
+    Column("key", String(100), primary_key=True),  # the Idempotency-Key header
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_json", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(48), nullable=False, index=True),  # person:<psn_no> | staff:<username> | cli
+    Column("role", String(10), nullable=False),  # person | viewer | operator | admin | system
+    Column("action", String(40), nullable=False),
+    Column("target", String(80), nullable=False, index=True),
+    Column("idempotency_key", String(100), nullable=True),
+    Column("before_json", Text, nullable=True),
+    Column("after_json", Text, nullable=True),
+)

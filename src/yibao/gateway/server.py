@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from ..api import mount
 from ..catalog import load_demo_catalog
 from ..db import make_engine
 from ..engine import Engine
@@ -24,4 +25,6 @@ def build() -> FastAPI:
     db = make_engine(os.environ.get("YIBAO_DATABASE_URL") or None, pool_size=int(os.environ.get("YIBAO_POOL", "20")))
     policies = PolicyStore.load_dir(Path(str(resources.files("yibao").joinpath("data/policies"))))
     service = SettlementService(db, Engine(policies, load_demo_catalog()), clock=dt.datetime.now)
-    return create_app(db, service)
+    app = create_app(db, service)
+    mount(app, db, service, clock=dt.datetime.now)  # the /v1 resource API beside the gateway
+    return app

@@ -362,15 +362,15 @@ class SettlementService:
     # -- 2208 / 2305 reversal --------------------------------------------------------------
     def reverse(self, setl_id: str, msgid: str, fixmedins_code: str) -> StoredReply:
         """A new negated settlement and compensating entry; accumulators lose exactly the deltas."""
+        return transact(self.db, lambda conn: self.reverse_in(conn, setl_id, msgid, fixmedins_code))
+
+    def reverse_in(self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str) -> StoredReply:
+        """:meth:`reverse` inside the caller's unit of work (e.g. with an audit row of its own)."""
         digest = hashlib.sha256(f"reverse|{setl_id}|{fixmedins_code}".encode()).hexdigest()
-
-        def work(conn: Connection) -> StoredReply:
-            stored = self._replay(conn, msgid, digest)
-            if stored is not None:
-                return stored
-            return self._reverse_in(conn, setl_id, msgid, fixmedins_code, digest, "reverse")
-
-        return transact(self.db, work)
+        stored = self._replay(conn, msgid, digest)
+        if stored is not None:
+            return stored
+        return self._reverse_in(conn, setl_id, msgid, fixmedins_code, digest, "reverse")
 
     def _reverse_in(
         self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str, digest: str, operation: str

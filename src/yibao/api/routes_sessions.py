@@ -1,0 +1,61 @@
+"""Sessions: log in (person or staff), who am I, log out."""
+
+# No ``from __future__ import annotations`` here: FastAPI reads these signatures at runtime,
+# and the dependencies they name are local to register().
+
+from typing import Annotated
+
+from fastapi import Body, Depends, Response
+from sqlalchemy import Connection, update
+
+from ..db.schema import api_sessions
+from ..service.uow import transact
+from .audit import audit
+from .auth import Caller, login_person, login_staff, token_hash
+from .models import PersonLogin, SessionOut, StaffLogin, WhoAmI
+from .routing import Registrar
+
+__all__ = ["register"]
+
+
+def register(r: Registrar) -> None:
+    ctx = r.ctx
+    CallerDep = Annotated[Caller, Depends(r.caller)]
+
+    @r.route("POST", "/sessions", tag="sessions", response_model=SessionOut, status_code=201,
+             errors=(400, 401, 422), summary="Log in: a person with ID/card number + PIN, or staff")  # fmt: skip
+    def create_session(body: Annotated[PersonLogin | StaffLogin, Body(discriminator="kind")]) -> SessionOut:
+        """Returns a bearer token with its expiry.
+
+        A person's wrong PIN counts towards the settlement PIN lock (shared with
+        hospitals and pharmacies); a locked PIN answers 401 with code ``PIN_LOCKED``.
+        """
+        if isinstance(body, PersonLogin):
+            login = login_person(ctx, id_number=body.id_number, card_number=body.card_number, pin=body.pin)
+        else:
+            login = login_staff(ctx, username=body.username, password=body.password)
+        c = login.caller
+        return SessionOut(
+            token=login.token, expires_at=c.expires_at, kind=c.kind, subject=c.subject, role=c.role,
+            pin_must_change=login.pin_must_change,
+        )  # fmt: skip
+
+    @r.route("GET", "/sessions/current", tag="sessions", response_model=WhoAmI, errors=(401,),
+             summary="The caller of this token")  # fmt: skip
+    def get_current_session(caller: CallerDep) -> WhoAmI:
+        return WhoAmI(kind=caller.kind, subject=caller.subject, role=caller.role, expires_at=caller.expires_at)
+
+    @r.route("DELETE", "/sessions/current", tag="sessions", status_code=204, errors=(401,),
+             summary="Log out: revoke this token")  # fmt: skip
+    def delete_current_session(caller: CallerDep, credentials: Annotated[object, Depends(r.bearer)]) -> Response:
+        token = getattr(credentials, "credentials", "")
+
+        def work(conn: Connection) -> None:
+            now = ctx.clock()
+            conn.execute(
+                update(api_sessions).where(api_sessions.c.token_hash == token_hash(token)).values(revoked_at=now)
+            )
+            audit(conn, at=now, actor=caller.id, role=caller.role, action="session.revoke", target=caller.id)
+
+        transact(ctx.db, work)
+        return Response(status_code=204)
