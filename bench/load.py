@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--server-workers", type=int, default=2)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]

@@ -20,8 +20,26 @@ from .app import create_app
 __all__ = ["build"]
 
 
+def _nodelay_on_accepted_sockets() -> None:
+    """Disable Nagle on every accepted TCP connection, as asyncio does for sockets it creates.
+
+    With ``--workers`` > 1 uvicorn shares a listening socket made without an explicit
+    protocol number; asyncio then skips TCP_NODELAY on the connections it accepts, and a
+    response written in two parts waits for the client's delayed ACK: ≈ 40 ms per request.
+    """
+    import asyncio.base_events as base_events
+    import socket
+
+    def set_nodelay(sock: socket.socket) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    base_events._set_nodelay = set_nodelay  # type: ignore[attr-defined]
+
+
 def build() -> FastAPI:
     """The app for ``YIBAO_DATABASE_URL`` (default: the embedded SQLite file), bundled policies and catalogue."""
+    _nodelay_on_accepted_sockets()
     db = make_engine(os.environ.get("YIBAO_DATABASE_URL") or None, pool_size=int(os.environ.get("YIBAO_POOL", "20")))
     policies = PolicyStore.load_dir(Path(str(resources.files("yibao").joinpath("data/policies"))))
     service = SettlementService(db, Engine(policies, load_demo_catalog()), clock=dt.datetime.now)
