@@ -1032,46 +1032,47 @@ def _set_card_status(conn: Connection, card_id: int, status: str) -> None:
     conn.execute(update(credentials).where(credentials.c.id == card_id).values(status=status))
 
 
-def report_temporary_loss(db: Db, *, card_no: str) -> CardRecord:
-    """临时挂失: the card stops working until the loss is lifted."""
+#: Card status changes: (allowed from, to) and the refusal for every other status.
+_FINAL = ("lost", "replaced")
 
+
+def _card_transition(db: Db, card_no: str, allowed: tuple[str, ...], to: str, refusal: Callable[[Any], tuple[str, str]]
+                     ) -> CardRecord:  # fmt: skip
     def work(conn: Connection) -> CardRecord:
         row = _existing_card(conn, card_no)
-        if row.status != "active":
-            code = "LOSS_FINAL" if row.status in ("lost", "replaced") else "CARD_NOT_ACTIVE"
-            raise fail("card_no", f"card {card_no} is {row.status}, not active", code)
-        _set_card_status(conn, row.id, "temp_lost")
-        return CardRecord(row.psn_no, row.number, row.card_sn or "", "temp_lost")
+        if row.status not in allowed:
+            message, code = refusal(row)
+            raise fail("card_no", message, code)
+        _set_card_status(conn, row.id, to)
+        return CardRecord(row.psn_no, row.number, row.card_sn or "", to)
 
     return run(db, work)
+
+
+def report_temporary_loss(db: Db, *, card_no: str) -> CardRecord:
+    """临时挂失: the card stops working until the loss is lifted."""
+    return _card_transition(
+        db, card_no, ("active",), "temp_lost",
+        lambda row: (f"card {card_no} is {row.status}, not active",
+                     "LOSS_FINAL" if row.status in _FINAL else "CARD_NOT_ACTIVE"),
+    )  # fmt: skip
 
 
 def lift_temporary_loss(db: Db, *, card_no: str) -> CardRecord:
     """解挂: a temporarily lost card works again; a formal loss can never be lifted."""
-
-    def work(conn: Connection) -> CardRecord:
-        row = _existing_card(conn, card_no)
-        if row.status in ("lost", "replaced"):
-            raise fail("card_no", f"card {card_no} was formally reported lost; the loss is final", "LOSS_FINAL")
-        if row.status != "temp_lost":
-            raise fail("card_no", f"card {card_no} is not temporarily lost", "NOT_TEMP_LOST")
-        _set_card_status(conn, row.id, "active")
-        return CardRecord(row.psn_no, row.number, row.card_sn or "", "active")
-
-    return run(db, work)
+    return _card_transition(
+        db, card_no, ("temp_lost",), "active",
+        lambda row: (f"card {card_no} was formally reported lost; the loss is final", "LOSS_FINAL")
+        if row.status in _FINAL else (f"card {card_no} is not temporarily lost", "NOT_TEMP_LOST"),
+    )  # fmt: skip
 
 
 def report_formal_loss(db: Db, *, card_no: str) -> CardRecord:
     """正式挂失: final; the card never works again (issue a replacement with :func:`replace_card`)."""
-
-    def work(conn: Connection) -> CardRecord:
-        row = _existing_card(conn, card_no)
-        if row.status in ("lost", "replaced"):
-            raise fail("card_no", f"card {card_no} is already {row.status}", "LOSS_FINAL")
-        _set_card_status(conn, row.id, "lost")
-        return CardRecord(row.psn_no, row.number, row.card_sn or "", "lost")
-
-    return run(db, work)
+    return _card_transition(
+        db, card_no, ("active", "temp_lost"), "lost",
+        lambda row: (f"card {card_no} is already {row.status}", "LOSS_FINAL"),
+    )  # fmt: skip
 
 
 def replace_card(
