@@ -14,7 +14,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, insert
@@ -41,7 +41,10 @@ _INVERSE = {
     "grandchild": "grandparent",
     "grandparent": "grandchild",
 }
-_MED_TYPE_NEEDS_NETWORK = True
+
+
+#: Money columns of a settlement row, negated in its reversal.
+_AMOUNT_COLUMNS = ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "psn_cash_pay")
 
 
 class IdempotencyConflict(YibaoError):
@@ -100,7 +103,6 @@ class _Prepared:
     psn_no: str
     admdvs: str
     request: dict[str, Any]
-    locked: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ class SettlementService:
             "accumulators": {"year": date.year, "values": repo.get_accumulators(conn, psn_no, date.year, insutype)},
             "accounts": {"current_year": current, "historical": historical, "family": family},
         }
-        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request), locked)
+        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request))
 
     def _compute(self, prepared: _Prepared) -> SettlementResult:
         return self.engine.settle(parse_request(prepared.request))
@@ -410,26 +412,23 @@ class SettlementService:
         body["setlinfo"]["balc"] = format_fen(sum(repo.balances(conn, original.psn_no)))
         conn.execute(
             insert(settlements).values(
-                setl_id=new_id,
-                msgid=msgid,
-                kind="reversal",
-                reverses_setl_id=setl_id,
-                psn_no=original.psn_no,
-                fixmedins_code=fixmedins_code,
-                mdtrt_id=original.mdtrt_id,
-                insutype=original.insutype,
-                med_type=original.med_type,
-                year=original.year,
-                setl_time=now,
-                medfee_sumamt=-original.medfee_sumamt,
-                fund_pay_sumamt=-original.fund_pay_sumamt,
-                acct_pay=-original.acct_pay,
-                psn_cash_pay=-original.psn_cash_pay,
-                policy_version=original.policy_version,
-                entry_id=entry_id,
-                request_json=json.dumps({"reverses": setl_id}),
-                result_json=json.dumps(body, ensure_ascii=False),
-                deltas_json=json.dumps({k: -v for k, v in deltas.items()}, sort_keys=True),
+                {
+                    # The original row, amounts negated (domain.md §9), as a new settlement of its own.
+                    **original._mapping,
+                    **{
+                        k: -original._mapping[k]
+                        for k in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "psn_cash_pay")
+                    },
+                    "setl_id": new_id,
+                    "msgid": msgid,
+                    "kind": "reversal",
+                    "reverses_setl_id": setl_id,
+                    "setl_time": now,
+                    "entry_id": entry_id,
+                    "request_json": json.dumps({"reverses": setl_id}),
+                    "result_json": json.dumps(body, ensure_ascii=False),
+                    "deltas_json": json.dumps({k: -v for k, v in deltas.items()}, sort_keys=True),
+                }
             )
         )
         return self._store_reply(conn, msgid, operation, digest, body, new_id, now)
