@@ -17,8 +17,12 @@ a business refusal is written as ``NAK <msgid> <code>``. ``DONE`` ends a complet
 * ``before_ack`` — a reply came back (its transaction committed) but its ACK is not written yet;
 * ``after_commit`` — right after a unit of work committed, before the service returns the reply;
 * ``before_commit`` — the unit of work has done everything but commit;
-* ``post_entry`` / ``add_accumulators`` — right after that repository step ran, mid-transaction;
-* ``store_reply`` — after the settlement row is written, before the reply is stored under its msgid.
+* ``read_money`` — a settlement holds its row locks and has read balances and accumulators;
+* ``write_settlement`` — a settlement's rows (entry, postings, balances, accumulators, settlement,
+  msgid record) are written, not committed;
+* ``post_entry`` / ``add_accumulators`` — a 冲正's compensating entry / accumulator decrease is
+  written, mid-transaction;
+* ``store_reply`` — a 冲正's reversal row is written, its reply not yet stored under its msgid.
 """
 
 from __future__ import annotations
@@ -37,12 +41,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for ``st
 
 from storage.invariants import settlement_engine
 from yibao.db import make_engine, repository
+from yibao.db import settlement_rows as rows
 from yibao.errors import YibaoError
 from yibao.service import uow
 from yibao.service.credentials import Credential
 from yibao.service.settlement import SettleCommand, SettlementService, StoredReply
 
-POINTS = ("before_ack", "after_commit", "before_commit", "post_entry", "add_accumulators", "store_reply")
+POINTS = (
+    "before_ack",
+    "after_commit",
+    "before_commit",
+    "read_money",
+    "write_settlement",
+    "post_entry",
+    "add_accumulators",
+    "store_reply",
+)
 
 
 class CrashPoint:
@@ -78,6 +92,8 @@ def install(crash: CrashPoint) -> None:
 
         return wrapped
 
+    rows.read_money = after("read_money", rows.read_money)  # type: ignore[assignment]
+    rows.write_settlement = after("write_settlement", rows.write_settlement)  # type: ignore[assignment]
     repository.post_entry = after("post_entry", repository.post_entry)  # type: ignore[assignment]
     repository.add_accumulators = after("add_accumulators", repository.add_accumulators)  # type: ignore[assignment]
 

@@ -192,9 +192,11 @@ def check_recovered(db: Engine, runs: list[Run]) -> dict[str, str]:
         "before_ack:5",  # after commit, before the reply reaches the caller's stdout
         "after_commit:9",  # committed, the service has not returned yet
         "before_commit:7",  # the whole unit of work done, not committed
-        "post_entry:4",  # the entry is posted, accumulators and settlement not yet
-        "add_accumulators:11",  # entry and accumulators written, settlement row not yet
-        "store_reply:13",  # settlement row written, reply not stored under its msgid
+        "read_money:6",  # a settlement holds its row locks, nothing written yet
+        "write_settlement:11",  # every row of a settlement written in one pipeline, not committed
+        "post_entry:2",  # a 冲正's compensating entry posted, accumulators and reversal row not yet
+        "add_accumulators:2",  # a 冲正's entry and accumulator decrease written, reversal row not yet
+        "store_reply:3",  # a 冲正's reversal row written, reply not stored under its msgid
     ],
 )
 def test_kill_at_injected_point_then_replay(

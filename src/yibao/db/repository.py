@@ -199,12 +199,15 @@ def add_accumulators(conn: Connection, psn_no: str, year: int, insutype: str, de
 
 
 # -- ledger ----------------------------------------------------------------------------
-def account_ids(conn: Connection, codes: Iterable[str]) -> dict[str, int]:
-    """Ids of the accounts, creating missing ones (personal accounts are created at enrolment)."""
+def account_ids(conn: Connection, codes: Iterable[str], *, existing_only: bool = False) -> dict[str, int]:
+    """Ids of the accounts, creating missing ones unless ``existing_only`` (personal accounts are
+    created at enrolment)."""
     wanted = sorted(set(codes))
+    if not wanted:
+        return {}
     found = dict(conn.execute(_ACCOUNT_IDS, {"codes": wanted}).all())
     missing = [code for code in wanted if code not in found]
-    if missing:
+    if missing and not existing_only:
         # Two settlements may open the same institution or fund account at once: let one win.
         rows = [{"code": c, "kind": account_kind(c), "owner": c.split(":")[1], "balance_fen": 0} for c in missing]
         dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert

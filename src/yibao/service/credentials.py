@@ -16,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, update
 
 from ..db import repository as repo
+from ..db import settlement_rows as rows
 from ..db.schema import pins
 from ..errors import Reason
 
@@ -48,11 +49,11 @@ def resolve_credential(conn: Connection, cred: Credential, now: dt.datetime) -> 
             Reason("CERT_TYPE_INVALID", f"凭证类型 {cred.cert_type} 无效 (01 电子凭证, 02 身份证, 03 社保卡)")
         ]
     if kind == "idcard":
-        person = repo.person_by_certno(conn, cred.number)
-        if person is None:
+        psn_no = rows.read_person_by_certno(conn, cred.number)
+        if psn_no is None:
             return None, [Reason("PERSON_NOT_FOUND", "身份证号未登记参保")]
-        return str(person.psn_no), []
-    row = repo.credential(conn, kind, cred.number)
+        return psn_no, []
+    row = rows.read_credential(conn, kind, cred.number)
     if row is None:
         return None, [Reason("CREDENTIAL_NOT_FOUND", "凭证不存在")]
     reasons: list[Reason] = []

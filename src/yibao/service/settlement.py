@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, insert
 
 from .. import ledger
 from ..db import repository as repo
+from ..db import settlement_rows as rows
 from ..db.schema import messages, settlements
 from ..engine import Engine as SettlementEngine
 from ..engine import SettlementResult, parse_request
@@ -103,31 +104,7 @@ class _Prepared:
     psn_no: str
     admdvs: str
     request: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Visit:
-    """The registry rows a settlement needs, read once per unit of work."""
-
-    psn_no: str
-    fixmedins_code: str
-    insutype: str
-    person: Any
-    enrolment: Any
-    institution: Any
-    filings: tuple[Any, ...]
-
-
-def _load(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> _Visit:
-    return _Visit(
-        psn_no,
-        fixmedins_code,
-        insutype,
-        repo.get_person(conn, psn_no),
-        repo.enrolment_on(conn, psn_no, insutype, date),
-        repo.get_institution(conn, fixmedins_code),
-        tuple(repo.filings_on(conn, psn_no, date)),
-    )
+    money: rows.Money
 
 
 def _offsite_filing(policies: PolicyStore, filed: Sequence[Any], treated_in: str) -> Any | None:
@@ -158,6 +135,7 @@ class SettlementService:
         self.engine = engine
         self.clock = clock
         self.new_id = new_id
+        self._known_accounts: dict[str, int] = {}
 
     # -- 2001 entitlement ------------------------------------------------------------------
     def entitlement(
@@ -169,7 +147,7 @@ class SettlementService:
             psn_no, reasons = resolve_credential(conn, credential, self.clock())
             if psn_no is None:
                 return reasons
-            return reasons + self._gates(_load(conn, psn_no, fixmedins_code, insutype, date), med_type, date)
+            return reasons + self._gates(rows.read_visit(conn, psn_no, fixmedins_code, insutype, date), med_type, date)
 
         return transact(self.db, work, readonly=True)
 
@@ -179,11 +157,11 @@ class SettlementService:
         """2001 for a person already identified (by 1101): every reason, empty = entitled."""
         return transact(
             self.db,
-            lambda conn: self._gates(_load(conn, psn_no, fixmedins_code, insutype, date), med_type, date),
+            lambda conn: self._gates(rows.read_visit(conn, psn_no, fixmedins_code, insutype, date), med_type, date),
             readonly=True,
         )
 
-    def _gates(self, visit: _Visit, med_type: str, date: dt.date) -> list[Reason]:
+    def _gates(self, visit: rows.Visit, med_type: str, date: dt.date) -> list[Reason]:
         """Eligibility gates of domain.md §7 over rows already loaded (no queries here)."""
         person, enrol, inst, insutype = visit.person, visit.enrolment, visit.institution, visit.insutype
         if person is None:
@@ -237,23 +215,22 @@ class SettlementService:
             raise RequestError("begntime", f"not a date: {begntime!r}") from None
         insutype = str(payload.get("insutype") or "")
         med_type = str(payload.get("med_type") or "")
-        visit = _load(conn, psn_no, cmd.fixmedins_code, insutype, date)
+        visit = rows.read_visit(conn, psn_no, cmd.fixmedins_code, insutype, date)
         gates = self._gates(visit, med_type, date)
         if gates:
             raise SettlementRefused(tuple(gates))
-        holders = []
+        holders: list[rows.Binding] = []
         if cmd.use_family:
             seen = {psn_no}  # never the person themself, each relative once
-            for binding in repo.active_bindings_for_member(conn, psn_no):
+            for binding in visit.bindings:
                 if binding.holder_psn_no not in seen:
                     seen.add(binding.holder_psn_no)
                     holders.append(binding)
         acct = str(payload.get("acct_used_flag") or "0") == "1"
-        locked = [psn_no, *(b.holder_psn_no for b in holders)] if acct else [psn_no]
-        if lock:
-            repo.lock_persons(conn, locked)
+        payers = [psn_no, *(b.holder_psn_no for b in holders)] if acct else []
         person, enrol, inst, filed = visit.person, visit.enrolment, visit.institution, visit.filings
         assert person is not None and enrol is not None and inst is not None
+        money = rows.read_money(conn, psn_no, payers, date.year, insutype, lock=lock)
         if acct and cmd.credential.cert_type in ("02", "03"):
             security = self.engine.policies.resolve(enrol.admdvs, date).params.security
             pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
@@ -261,22 +238,18 @@ class SettlementService:
                 raise _PinRefused(tuple(pin_reasons))
         filing = _offsite_filing(self.engine.policies, filed, inst.admdvs)
         offsite = filing.offsite_type if filing is not None else None
-        current, historical = repo.balances(conn, psn_no)
-        family = []
-        for binding in holders:
-            holder = repo.get_person(conn, binding.holder_psn_no)
-            if holder is None:
-                continue
-            cur, hist = repo.balances(conn, binding.holder_psn_no)
-            family.append(
-                {
-                    "psn_no": binding.holder_psn_no,
-                    "relation": _INVERSE.get(binding.relation, binding.relation),
-                    "insuplc_admdvs": holder.admdvs,
-                    "current_year": cur,
-                    "historical": hist,
-                }
-            )
+        current, historical = money.balances.get(psn_no, (0, 0))
+        family = [
+            {
+                "psn_no": binding.holder_psn_no,
+                "relation": _INVERSE.get(binding.relation, binding.relation),
+                "insuplc_admdvs": binding.holder_admdvs,
+                "current_year": money.balances[binding.holder_psn_no][0],
+                "historical": money.balances[binding.holder_psn_no][1],
+            }
+            for binding in holders
+            if acct
+        ]
         request = {
             **{k: v for k, v in payload.items() if k not in ("psn_idet_types", "accumulators", "accounts", "filings")},
             "psn_no": psn_no,
@@ -286,15 +259,15 @@ class SettlementService:
             "hosp_lv": inst.hosp_lv,
             "insuplc_admdvs": enrol.admdvs,
             "mdtrtarea_admvs": inst.admdvs,
-            "psn_idet_types": sorted(repo.identities_on(conn, psn_no, date)),
+            "psn_idet_types": sorted(visit.identities),
             "filings": {
                 "offsite": offsite,
                 "diseases": sorted(f.dise_codg for f in filed if f.kind == "disease" and f.dise_codg),
             },
-            "accumulators": {"year": date.year, "values": repo.get_accumulators(conn, psn_no, date.year, insutype)},
+            "accumulators": {"year": date.year, "values": money.accumulators},
             "accounts": {"current_year": current, "historical": historical, "family": family},
         }
-        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request))
+        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request), money)
 
     def _compute(self, prepared: _Prepared) -> SettlementResult:
         return self.engine.settle(parse_request(prepared.request))
@@ -331,35 +304,63 @@ class SettlementService:
             entry = ledger.settlement_entry(
                 result, setl_id=setl_id, fixmedins_code=cmd.fixmedins_code, admdvs=prepared.admdvs
             )
-            entry_id = repo.post_entry(conn, entry, now)
-            repo.add_accumulators(conn, prepared.psn_no, result.year, result.insutype, result.accumulators_delta)
-            conn.execute(
-                insert(settlements).values(
-                    setl_id=setl_id,
-                    msgid=cmd.msgid,
-                    kind="settle",
-                    reverses_setl_id=None,
-                    psn_no=prepared.psn_no,
-                    fixmedins_code=cmd.fixmedins_code,
-                    mdtrt_id=result.mdtrt_id,
-                    insutype=result.insutype,
-                    med_type=result.med_type,
-                    year=result.year,
-                    setl_time=now,
-                    medfee_sumamt=result.medfee_sumamt,
-                    fund_pay_sumamt=result.fund_pay_sumamt,
-                    acct_pay=result.acct_pay,
-                    psn_cash_pay=result.psn_cash_pay,
-                    policy_version=result.policy_version,
-                    entry_id=entry_id,
-                    request_json=json.dumps(prepared.request, ensure_ascii=False, sort_keys=True),
-                    result_json=json.dumps(body, ensure_ascii=False),
-                    deltas_json=json.dumps(dict(result.accumulators_delta), sort_keys=True),
-                )
+            money = prepared.money
+            rows.write_settlement(
+                conn,
+                entry_id=money.entry_id,
+                entry=entry,
+                account_ids=self._account_ids(conn, entry, money.account_ids),
+                now=now,
+                accumulator_deltas=result.accumulators_delta,
+                settlement={
+                    "setl_id": setl_id,
+                    "msgid": cmd.msgid,
+                    "kind": "settle",
+                    "reverses_setl_id": None,
+                    "psn_no": prepared.psn_no,
+                    "fixmedins_code": cmd.fixmedins_code,
+                    "mdtrt_id": result.mdtrt_id,
+                    "insutype": result.insutype,
+                    "med_type": result.med_type,
+                    "year": result.year,
+                    "setl_time": now,
+                    "medfee_sumamt": result.medfee_sumamt,
+                    "fund_pay_sumamt": result.fund_pay_sumamt,
+                    "acct_pay": result.acct_pay,
+                    "psn_cash_pay": result.psn_cash_pay,
+                    "policy_version": result.policy_version,
+                    "entry_id": money.entry_id,
+                    "request_json": json.dumps(prepared.request, ensure_ascii=False, sort_keys=True),
+                    "result_json": json.dumps(body, ensure_ascii=False),
+                    "deltas_json": json.dumps(dict(result.accumulators_delta), sort_keys=True),
+                },
+                # A settlement's reply is its stored result (read back on replay), so not kept twice.
+                message=(cmd.msgid, "settle", digest, "", setl_id),
             )
-            return self._store_reply(conn, cmd.msgid, "settle", digest, body, setl_id, now)
+            return StoredReply(cmd.msgid, "settle", body, setl_id)
 
         return _unwrap(transact(self.db, work))
+
+    def _account_ids(self, conn: Connection, entry: ledger.Entry, personal: Mapping[str, int]) -> dict[str, int]:
+        """Ledger account ids of the entry's accounts: personal ones as read under lock, the
+        fund and institution accounts from a per-process cache (accounts are never deleted)."""
+        ids = {**personal}
+        missing = []
+        for posting in entry.postings:
+            code = posting.account
+            if code not in ids:
+                known = self._known_accounts.get(code)
+                if known is None:
+                    missing.append(code)
+                else:
+                    ids[code] = known
+        if missing:
+            # Ids of rows created in this transaction are not cached: it may still roll back.
+            existing = repo.account_ids(conn, missing, existing_only=True)
+            self._known_accounts.update(existing)
+            ids.update(existing)
+            ids.update(repo.account_ids(conn, [c for c in missing if c not in existing]))
+        return ids
 
     # -- 2208 / 2305 reversal --------------------------------------------------------------
     def reverse(self, setl_id: str, msgid: str, fixmedins_code: str) -> StoredReply:
@@ -459,7 +460,7 @@ class SettlementService:
 
     # -- idempotency -----------------------------------------------------------------------
     def _replay(self, conn: Connection, msgid: str, digest: str) -> StoredReply | None:
-        row = repo.get_message(conn, msgid)
+        row = rows.read_message(conn, msgid)
         if row is None:
             return None
         if row.payload_hash != digest:
