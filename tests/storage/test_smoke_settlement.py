@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from storage import builders as b
 from yibao import Engine as SettlementEngine
@@ -56,3 +57,23 @@ def test_settle_replay_reverse_undo(db: Engine) -> None:
             raise AssertionError("update of postings was allowed")
         except Exception as exc:  # the driver error type differs per database
             assert "append-only" in str(exc)
+
+
+def test_server_dropped_connections_are_retried_on_fresh_ones(db: Engine) -> None:
+    """Without a pre-ping, a pooled connection the server killed fails once, invisibly to the caller."""
+    if db.dialect.name != "postgresql":
+        return  # an embedded SQLite file has no server to drop the connection
+    transact(db, lambda conn: (b.institution(conn), b.person(conn, "P1", balance_fen=80000)))
+    svc = SettlementService(db, ENGINE, clock=lambda: b.NOW)
+    cred = Credential("03", "CP1", "SNP1", b.PIN)
+    first = svc.settle(SettleCommand("R1", "H21060000001", cred, PAYLOAD))
+    # The pool now holds an idle connection; the server terminates it (as on a restart).
+    other = create_engine(db.url, poolclass=NullPool)
+    with other.connect() as conn:
+        killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()  # fmt: skip
+    other.dispose()
+    assert killed >= 1
+    second = svc.settle(SettleCommand("R2", "H21060000001", cred, PAYLOAD))
+    assert not second.replayed and second.setl_id != first.setl_id
+    assert svc.settle(SettleCommand("R2", "H21060000001", cred, PAYLOAD)).replayed

@@ -54,8 +54,11 @@ def make_engine(url: str | None = None, *, pool_size: int = 40, echo: bool = Fal
         return engine
     if resolved.get_backend_name() == "postgresql" and resolved.drivername == "postgresql":
         resolved = resolved.set(drivername="postgresql+psycopg")
+    # No pre-ping: it would cost a round trip per unit of work. A connection the server
+    # dropped fails its first statement, is invalidated, and the unit of work retries
+    # on a fresh one (uow.transact).
     return create_engine(
-        resolved, echo=echo, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, isolation_level="READ COMMITTED"
+        resolved, echo=echo, pool_size=pool_size, max_overflow=0, pool_recycle=3600, isolation_level="READ COMMITTED"
     )
 
 

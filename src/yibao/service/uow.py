@@ -2,8 +2,9 @@
 
 :func:`transact` runs a function in a fresh unit of work and retries it, a
 bounded number of times, when the database reports a transient conflict
-(PostgreSQL deadlock or serialization failure, SQLite busy, or a concurrent
-insert of the same idempotency key), so callers never see those as errors.
+(PostgreSQL deadlock or serialization failure, SQLite busy, a concurrent
+insert of the same idempotency key, or a connection the server dropped), so
+callers never see those as errors.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class UnitOfWork:
 
 
 def _transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        # The server dropped the connection (restart, idle timeout): the pool has discarded
+        # it; a retry runs on a fresh one. A commit lost on the way is found by the retry's
+        # msgid / idempotency check.
+        return True
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate in _RETRY_SQLSTATES:
