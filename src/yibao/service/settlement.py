@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, insert
 
-from .. import ledger
+from .. import _json, ledger
 from ..db import repository as repo
 from ..db import settlement_rows as rows
 from ..db.schema import messages, settlements
@@ -85,7 +84,7 @@ class SettleCommand:
             "payload": self.payload,
             "family": self.use_family,
         }
-        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return hashlib.sha256(_json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -330,9 +329,9 @@ class SettlementService:
                     "psn_cash_pay": result.psn_cash_pay,
                     "policy_version": result.policy_version,
                     "entry_id": money.entry_id,
-                    "request_json": json.dumps(prepared.request, ensure_ascii=False, sort_keys=True),
-                    "result_json": json.dumps(body, ensure_ascii=False),
-                    "deltas_json": json.dumps(dict(result.accumulators_delta), sort_keys=True),
+                    "request_json": _json.dumps(prepared.request, sort_keys=True),
+                    "result_json": _json.dumps(body),
+                    "deltas_json": _json.dumps(dict(result.accumulators_delta), sort_keys=True),
                 },
                 # A settlement's reply is its stored result (read back on replay), so not kept twice.
                 message=(cmd.msgid, "settle", digest, "", setl_id),
@@ -405,11 +404,11 @@ class SettlementService:
             "reversal", new_id, f"reverses settlement {setl_id}", ()
         )  # fmt: skip
         entry_id = repo.post_entry(conn, entry, now)
-        deltas = json.loads(original.deltas_json)
+        deltas = _json.loads(original.deltas_json)
         repo.add_accumulators(
             conn, original.psn_no, original.year, original.insutype, {k: -v for k, v in deltas.items()}
         )
-        body = _negated_body(json.loads(original.result_json), new_id, setl_id, now)
+        body = _negated_body(_json.loads(original.result_json), new_id, setl_id, now)
         body["setlinfo"]["balc"] = format_fen(sum(repo.balances(conn, original.psn_no)))
         conn.execute(
             insert(settlements).values(
@@ -426,9 +425,9 @@ class SettlementService:
                     "reverses_setl_id": setl_id,
                     "setl_time": now,
                     "entry_id": entry_id,
-                    "request_json": json.dumps({"reverses": setl_id}),
-                    "result_json": json.dumps(body, ensure_ascii=False),
-                    "deltas_json": json.dumps({k: -v for k, v in deltas.items()}, sort_keys=True),
+                    "request_json": _json.dumps({"reverses": setl_id}),
+                    "result_json": _json.dumps(body),
+                    "deltas_json": _json.dumps({k: -v for k, v in deltas.items()}, sort_keys=True),
                 }
             )
         )
@@ -469,9 +468,9 @@ class SettlementService:
             # The reply of a message that made a settlement is that settlement's stored result.
             settlement = repo.get_settlement(conn, row.setl_id)
             assert settlement is not None
-            body = json.loads(settlement.result_json)
+            body = _json.loads(settlement.result_json)
         else:
-            body = json.loads(row.response_json)
+            body = _json.loads(row.response_json)
         return StoredReply(msgid, row.operation, body, row.setl_id, replayed=True)
 
     def _store_reply(
@@ -484,7 +483,7 @@ class SettlementService:
                 operation=operation,
                 payload_hash=digest,
                 # A settlement's reply is its stored result (read back on replay), so not kept twice.
-                response_json="" if setl_id is not None else json.dumps(body, ensure_ascii=False),
+                response_json="" if setl_id is not None else _json.dumps(body),
                 setl_id=setl_id,
                 created_at=now,
             )
