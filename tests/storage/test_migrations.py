@@ -12,8 +12,10 @@ def _compression(db: Engine) -> str:
     with db.connect() as conn:
         return str(
             conn.execute(
-                text("SELECT attcompression FROM pg_attribute WHERE attrelid = 'settlements'::regclass"
-                     " AND attname = 'result_json'")  # fmt: skip
+                text(
+                    "SELECT attcompression FROM pg_attribute"
+                    " WHERE attrelid = 'settlements'::regclass AND attname = 'result_json'"
+                )
             ).scalar_one()
         )
 

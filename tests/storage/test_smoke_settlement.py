@@ -70,8 +70,9 @@ def test_server_dropped_connections_are_retried_on_fresh_ones(db: Engine) -> Non
     # The pool now holds an idle connection; the server terminates it (as on a restart).
     other = create_engine(db.url, poolclass=NullPool)
     with other.connect() as conn:
-        killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()  # fmt: skip
+        others = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        others += " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        killed = conn.execute(text(others)).scalar_one()
     other.dispose()
     assert killed >= 1
     second = svc.settle(SettleCommand("R2", "H21060000001", cred, PAYLOAD))
