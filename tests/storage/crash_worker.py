@@ -92,7 +92,7 @@ def install(crash: CrashPoint) -> None:
 
         return wrapped
 
-    rows.read_money = after("read_money", rows.read_money)  # type: ignore[assignment]
+    rows.read_for_settlement = after("read_money", rows.read_for_settlement)  # type: ignore[assignment]
     rows.write_settlement = after("write_settlement", rows.write_settlement)  # type: ignore[assignment]
     repository.post_entry = after("post_entry", repository.post_entry)  # type: ignore[assignment]
     repository.add_accumulators = after("add_accumulators", repository.add_accumulators)  # type: ignore[assignment]

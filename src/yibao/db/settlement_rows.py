@@ -1,15 +1,17 @@
 """The rows one settlement reads and writes, in as few round trips as the data allows.
 
-A settlement (2207) reads in three batches and writes in one (see :mod:`.fastsql`):
+A settlement (2207) is four round trips on PostgreSQL (see :mod:`.fastsql`):
 
-1. the credential (which person);
-2. the registry rows of the visit — person, enrolment, institution, filings,
-   identities, family bindings with the holders' insuring regions (no locks);
-3. under row locks on every person whose money may move (sorted ``psn_no``, so two
-   settlements never wait on each other in opposite orders): the personal account
-   balances, the year's accumulators and a journal entry id;
-4. the journal entry and its postings, the personal balances, the accumulators, the
-   settlement row and the idempotency record — one pipeline, then the commit.
+1. the ``msgid`` record (a retry replays it) and the credential (which person);
+2. the visit: person, enrolment and institution (one row), filings, identities and
+   family bindings (one tagged list); then row locks on the person and — when the
+   account is used with 家庭共济 — every bound account holder, taken by ONE statement
+   in ``psn_no`` order (two settlements never wait on each other in opposite orders),
+   and, read after the locks, personal balances, the year's accumulators and an id
+   for the journal entry;
+3. the journal entry with its postings, personal balances, accumulators, the
+   settlement row and the msgid record, merged into few statements;
+4. the commit.
 
 Values come back as small immutable rows with the column names the service uses.
 """
@@ -17,7 +19,7 @@ Values come back as small immutable rows with the column names the service uses.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
@@ -34,11 +36,11 @@ __all__ = [
     "MessageRow",
     "Money",
     "Person",
+    "Start",
     "Visit",
     "read_credential",
+    "read_for_settlement",
     "read_message",
-    "read_money",
-    "read_person_by_certno",
     "read_visit",
     "write_settlement",
 ]
@@ -112,7 +114,7 @@ class Visit(NamedTuple):
 class Money(NamedTuple):
     """Read under the persons' row locks: what the engine may draw on and the next entry id."""
 
-    balances: Mapping[str, tuple[int, int]]  # psn_no -> (current-year, historical) fen
+    balances: Mapping[str, tuple[int, int]]  # psn_no -> (current-year, historical) fen, of locked payers
     account_ids: Mapping[str, int]  # personal account code -> ledger account id
     accumulators: Mapping[str, int]
     entry_id: int
@@ -120,7 +122,8 @@ class Money(NamedTuple):
 
 _MESSAGE = "SELECT msgid, operation, payload_hash, response_json, setl_id FROM messages WHERE msgid = ?"
 _CREDENTIAL = "SELECT psn_no, card_sn, status, expires_at FROM credentials WHERE kind = ? AND number = ?"
-_PERSON_BY_CERTNO = "SELECT psn_no FROM persons WHERE certno = ?"
+# An ID number (mdtrt_cert_type 02) names the person directly: the same shape, always active.
+_PERSON_BY_CERTNO = "SELECT psn_no, NULL, 'active', NULL FROM persons WHERE certno = ?"
 # Person, enrolment and institution in one row; a missing one comes back as NULLs.
 _VISIT = (
     "SELECT p.psn_no, p.gend, p.brdy, p.admdvs, p.suspended_from, p.suspended_to, p.suspension_reason,"
@@ -143,13 +146,19 @@ _SIDE_ROWS = (
     " WHERE b.member_psn_no = ? AND b.unbound_at IS NULL"
     " ORDER BY 1, 6"
 )
-# Row locks on the persons (PostgreSQL). Balances are read by the NEXT statement: under READ
-# COMMITTED a locking statement re-reads only the locked rows after a wait, so a balance read
-# by the same statement could be stale.
-_LOCK = "SELECT psn_no FROM persons WHERE psn_no IN ({marks}) ORDER BY psn_no FOR UPDATE"
+# The persons whose money a settlement may move: the person, and with 家庭共济 the holders
+# of the accounts bound to them (as the binding stands when this statement runs).
+_PAYERS = "{col} = ?"
+_PAYERS_WITH_FAMILY = (
+    "({col} = ? OR {col} IN (SELECT holder_psn_no FROM family_bindings WHERE member_psn_no = ? AND unbound_at IS NULL))"
+)
+# PostgreSQL row locks, sorted. Balances and accumulators are read by LATER statements: under
+# READ COMMITTED a locking statement re-reads only the locked rows after a wait, so a balance
+# joined into it could be stale.
+_LOCK = "SELECT psn_no FROM persons WHERE {payers} ORDER BY psn_no FOR UPDATE"
 _BALANCES = (
-    "SELECT code, id, balance_fen FROM ledger_accounts"
-    " WHERE owner IN ({marks}) AND kind IN ('psn_current', 'psn_historical')"
+    "SELECT owner, code, id, balance_fen FROM ledger_accounts"
+    " WHERE {payers} AND kind IN ('psn_current', 'psn_historical')"
 )
 _ACCUMULATORS = "SELECT key, value FROM accumulators WHERE psn_no = ? AND year = ? AND insutype = ?"
 _NEXT_ENTRY_ID = {
@@ -197,33 +206,41 @@ class MessageRow(NamedTuple):
     setl_id: str | None
 
 
+class Start(NamedTuple):
+    credential: CredentialRow | None
+    message: MessageRow | None
+
+
 def read_message(conn: Connection, msgid: str) -> MessageRow | None:
     rows = batch(conn, [(_MESSAGE, (msgid,))])[0]
     return MessageRow(*rows[0]) if rows else None
 
 
-def read_credential(conn: Connection, kind: str, number: str) -> CredentialRow | None:
-    rows = batch(conn, [(_CREDENTIAL, (kind, number))])[0]
-    if not rows:
-        return None
-    psn_no, card_sn, status, expires_at = rows[0]
-    return CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
+def read_credential(conn: Connection, kind: str, number: str, *, msgid: str | None = None) -> Start:
+    """The credential row (``kind`` card/evoucher, or idcard: the person by ID number), and
+    with ``msgid`` that message's record, in one round trip."""
+    statements: list[Statement] = [
+        (_PERSON_BY_CERTNO, (number.upper(),)) if kind == "idcard" else (_CREDENTIAL, (kind, number))
+    ]
+    if msgid is not None:
+        statements.append((_MESSAGE, (msgid,)))
+    found = batch(conn, statements)
+    credential = None
+    if found[0]:
+        psn_no, card_sn, status, expires_at = found[0][0]
+        credential = CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
+    message = MessageRow(*found[1][0]) if msgid is not None and found[1] else None
+    return Start(credential, message)
 
 
-def read_person_by_certno(conn: Connection, certno: str) -> str | None:
-    rows = batch(conn, [(_PERSON_BY_CERTNO, (certno.upper(),))])[0]
-    return str(rows[0][0]) if rows else None
+def _visit_statements(psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> list[Statement]:
+    return [
+        (_VISIT, (psn_no, psn_no, insutype, date, date, fixmedins_code)),
+        (_SIDE_ROWS, (psn_no, date, date, psn_no, date, date, psn_no)),
+    ]
 
 
-def read_visit(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> Visit:
-    """Registry rows for a visit on ``date`` (two statements, one round trip on PostgreSQL)."""
-    main, side = batch(
-        conn,
-        [
-            (_VISIT, (psn_no, psn_no, insutype, date, date, fixmedins_code)),
-            (_SIDE_ROWS, (psn_no, date, date, psn_no, date, date, psn_no)),
-        ],
-    )
+def _visit(psn_no: str, fixmedins_code: str, insutype: str, main: list[Any], side: list[Any]) -> Visit:
     r = main[0]
     person = enrolment = institution = None
     if r[0] is not None:
@@ -253,34 +270,55 @@ def _date(value: Any) -> dt.date:
     return date
 
 
-def read_money(conn: Connection, psn_no: str, payers: Sequence[str], year: int, insutype: str, *, lock: bool) -> Money:
-    """Lock the persons (sorted; PostgreSQL row locks) and read balances, accumulators and an entry id.
+def read_visit(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> Visit:
+    """Registry rows for a visit on ``date`` (two statements, one round trip on PostgreSQL)."""
+    main, side = batch(conn, _visit_statements(psn_no, fixmedins_code, insutype, date))
+    return _visit(psn_no, fixmedins_code, insutype, main, side)
 
-    ``payers`` are the persons whose personal accounts may be drawn on (the person
-    first when the account is used, then 家庭共济 holders); ``psn_no`` is always locked,
-    as its accumulators move. Without ``lock`` (pre-settlement) nothing is locked and
-    no entry id is taken.
+
+def read_for_settlement(
+    conn: Connection,
+    psn_no: str,
+    fixmedins_code: str,
+    insutype: str,
+    date: dt.date,
+    *,
+    accounts: bool,
+    family: bool,
+    lock: bool,
+) -> tuple[Visit, Money]:
+    """The visit, and under row locks (``lock``) what the engine may draw on — one round trip.
+
+    ``accounts``: the personal account is used, so balances are read — with ``family``
+    also those of the bound account holders, who are then locked too. The person is
+    always locked, as their accumulators move. Without ``lock`` (pre-settlement)
+    nothing is locked and no entry id is taken.
     """
-    statements: list[Statement] = []
-    pg = is_postgresql(conn)
-    locked = sorted({psn_no, *payers})
-    if lock and pg:
-        statements.append((_LOCK.format(marks=", ".join("?" * len(locked))), locked))
-    if payers:
-        statements.append((_BALANCES.format(marks=", ".join("?" * len(payers))), list(payers)))
-    statements.append((_ACCUMULATORS, (psn_no, year, insutype)))
+    payers = _PAYERS_WITH_FAMILY if accounts and family else _PAYERS
+    payer_params: tuple[str, ...] = (psn_no, psn_no) if accounts and family else (psn_no,)
+    statements = _visit_statements(psn_no, fixmedins_code, insutype, date)
+    if lock and is_postgresql(conn):
+        statements.append((_LOCK.format(payers=payers.format(col="psn_no")), payer_params))
+    if accounts:
+        statements.append((_BALANCES.format(payers=payers.format(col="owner")), payer_params))
+    statements.append((_ACCUMULATORS, (psn_no, date.year, insutype)))
     if lock:
         statements.append((_NEXT_ENTRY_ID[conn.dialect.name], ()))
     results = batch(conn, statements)
-    if lock and pg:
+    visit = _visit(psn_no, fixmedins_code, insutype, results[0], results[1])
+    del results[:2]
+    if lock and is_postgresql(conn):
         results.pop(0)
-    accounts = {code: (int(account_id), int(balance)) for code, account_id, balance in results.pop(0)} if payers else {}
+    balances: dict[str, tuple[int, int]] = {}
+    account_ids: dict[str, int] = {}
+    for owner, code, account_id, balance in results.pop(0) if accounts else ():
+        current, historical = balances.get(owner, (0, 0))
+        balance = int(balance)
+        balances[owner] = (balance, historical) if code.endswith(":current") else (current, balance)
+        account_ids[code] = int(account_id)
     accumulators = {key: int(value) for key, value in results.pop(0)}
     entry_id = int(results.pop(0)[0][0]) if lock else 0
-    balances = {
-        p: (accounts.get(f"psn:{p}:current", (0, 0))[1], accounts.get(f"psn:{p}:historical", (0, 0))[1]) for p in payers
-    }
-    return Money(balances, {code: ids for code, (ids, _b) in accounts.items()}, accumulators, entry_id)
+    return visit, Money(balances, account_ids, accumulators, entry_id)
 
 
 def write_settlement(

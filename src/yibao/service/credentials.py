@@ -20,7 +20,7 @@ from ..db import settlement_rows as rows
 from ..db.schema import pins
 from ..errors import Reason
 
-__all__ = ["CERT_TYPES", "Credential", "check_pin", "hash_pin", "resolve_credential"]
+__all__ = ["CERT_TYPES", "Credential", "check_pin", "hash_pin", "judge_credential", "resolve_credential"]
 
 #: mdtrt_cert_type → stored credential kind.
 CERT_TYPES = {"01": "evoucher", "02": "idcard", "03": "card"}
@@ -45,16 +45,22 @@ def resolve_credential(conn: Connection, cred: Credential, now: dt.datetime) -> 
     """The person the credential names, and the reasons it cannot be used (empty if fine)."""
     kind = CERT_TYPES.get(cred.cert_type)
     if kind is None:
+        return judge_credential(cred, None, now)
+    return judge_credential(cred, rows.read_credential(conn, kind, cred.number).credential, now)
+
+
+def judge_credential(
+    cred: Credential, row: rows.CredentialRow | None, now: dt.datetime
+) -> tuple[str | None, list[Reason]]:
+    """:func:`resolve_credential` over the row already read for ``CERT_TYPES[cred.cert_type]``."""
+    kind = CERT_TYPES.get(cred.cert_type)
+    if kind is None:
         return None, [
             Reason("CERT_TYPE_INVALID", f"凭证类型 {cred.cert_type} 无效 (01 电子凭证, 02 身份证, 03 社保卡)")
         ]
-    if kind == "idcard":
-        psn_no = rows.read_person_by_certno(conn, cred.number)
-        if psn_no is None:
-            return None, [Reason("PERSON_NOT_FOUND", "身份证号未登记参保")]
-        return psn_no, []
-    row = rows.read_credential(conn, kind, cred.number)
     if row is None:
+        if kind == "idcard":
+            return None, [Reason("PERSON_NOT_FOUND", "身份证号未登记参保")]
         return None, [Reason("CREDENTIAL_NOT_FOUND", "凭证不存在")]
     reasons: list[Reason] = []
     if kind == "card" and (cred.card_sn or "") != (row.card_sn or ""):

@@ -27,7 +27,7 @@ from ..engine import SettlementResult, parse_request
 from ..errors import Reason, RequestError, SettlementRefused, YibaoError
 from ..money import format_fen
 from ..policy import PolicyStore
-from .credentials import Credential, check_pin, resolve_credential
+from .credentials import CERT_TYPES, Credential, check_pin, judge_credential, resolve_credential
 from .uow import transact
 
 __all__ = ["IdempotencyConflict", "NotFound", "SettleCommand", "SettlementService", "StoredReply"]
@@ -199,9 +199,18 @@ class SettlementService:
         return reasons
 
     # -- building the engine request -------------------------------------------------------
-    def _prepare(self, conn: Connection, cmd: SettleCommand, *, lock: bool) -> _Prepared:
+    def _start(self, conn: Connection, cmd: SettleCommand, msgid: str | None) -> rows.Start:
+        """The credential's row and (with ``msgid``) that message's record, in one round trip."""
+        kind = CERT_TYPES.get(cmd.credential.cert_type)
+        if kind is None:
+            return rows.Start(None, None if msgid is None else rows.read_message(conn, msgid))
+        return rows.read_credential(conn, kind, cmd.credential.number, msgid=msgid)
+
+    def _prepare(
+        self, conn: Connection, cmd: SettleCommand, *, lock: bool, credential: rows.CredentialRow | None
+    ) -> _Prepared:
         now = self.clock()
-        psn_no, reasons = resolve_credential(conn, cmd.credential, now)
+        psn_no, reasons = judge_credential(cmd.credential, credential, now)
         if psn_no is None or reasons:
             raise SettlementRefused(tuple(reasons))
         payload = dict(cmd.payload)
@@ -214,22 +223,23 @@ class SettlementService:
             raise RequestError("begntime", f"not a date: {begntime!r}") from None
         insutype = str(payload.get("insutype") or "")
         med_type = str(payload.get("med_type") or "")
-        visit = rows.read_visit(conn, psn_no, cmd.fixmedins_code, insutype, date)
+        acct = str(payload.get("acct_used_flag") or "0") == "1"
+        visit, money = rows.read_for_settlement(
+            conn, psn_no, cmd.fixmedins_code, insutype, date, accounts=acct, family=cmd.use_family, lock=lock
+        )
         gates = self._gates(visit, med_type, date)
         if gates:
             raise SettlementRefused(tuple(gates))
         holders: list[rows.Binding] = []
-        if cmd.use_family:
+        if acct and cmd.use_family:
             seen = {psn_no}  # never the person themself, each relative once
             for binding in visit.bindings:
-                if binding.holder_psn_no not in seen:
+                # A holder missing from the balances was unbound while this unit of work read.
+                if binding.holder_psn_no not in seen and binding.holder_psn_no in money.balances:
                     seen.add(binding.holder_psn_no)
                     holders.append(binding)
-        acct = str(payload.get("acct_used_flag") or "0") == "1"
-        payers = [psn_no, *(b.holder_psn_no for b in holders)] if acct else []
         person, enrol, inst, filed = visit.person, visit.enrolment, visit.institution, visit.filings
         assert person is not None and enrol is not None and inst is not None
-        money = rows.read_money(conn, psn_no, payers, date.year, insutype, lock=lock)
         if acct and cmd.credential.cert_type in ("02", "03"):
             security = self.engine.policies.resolve(enrol.admdvs, date).params.security
             pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
@@ -247,7 +257,6 @@ class SettlementService:
                 "historical": money.balances[binding.holder_psn_no][1],
             }
             for binding in holders
-            if acct
         ]
         request = {
             **{k: v for k, v in payload.items() if k not in ("psn_idet_types", "accumulators", "accounts", "filings")},
@@ -277,7 +286,8 @@ class SettlementService:
 
         def work(conn: Connection) -> SettlementResult | _PinRefused:
             try:
-                return self._compute(self._prepare(conn, cmd, lock=False))
+                start = self._start(conn, cmd, None)
+                return self._compute(self._prepare(conn, cmd, lock=False, credential=start.credential))
             except _PinRefused as refused:
                 return refused  # commit the failed-attempt count, then refuse
 
@@ -288,11 +298,12 @@ class SettlementService:
         digest = cmd.digest("settle")
 
         def work(conn: Connection) -> StoredReply | _PinRefused:
-            stored = self._replay(conn, cmd.msgid, digest)
+            start = self._start(conn, cmd, cmd.msgid)
+            stored = self._replay_row(conn, start.message, digest)
             if stored is not None:
                 return stored
             try:
-                prepared = self._prepare(conn, cmd, lock=True)
+                prepared = self._prepare(conn, cmd, lock=True, credential=start.credential)
             except _PinRefused as refused:
                 return refused  # nothing but the failed-attempt count was written: commit it
             result = self._compute(prepared)
@@ -459,11 +470,14 @@ class SettlementService:
 
     # -- idempotency -----------------------------------------------------------------------
     def _replay(self, conn: Connection, msgid: str, digest: str) -> StoredReply | None:
-        row = rows.read_message(conn, msgid)
+        return self._replay_row(conn, rows.read_message(conn, msgid), digest)
+
+    def _replay_row(self, conn: Connection, row: rows.MessageRow | None, digest: str) -> StoredReply | None:
+        """The stored reply of a message already done (``row``), or None if it is new."""
         if row is None:
             return None
         if row.payload_hash != digest:
-            raise IdempotencyConflict(f"msgid {msgid} 已用于内容不同的交易")
+            raise IdempotencyConflict(f"msgid {row.msgid} 已用于内容不同的交易")
         if row.setl_id is not None:
             # The reply of a message that made a settlement is that settlement's stored result.
             settlement = repo.get_settlement(conn, row.setl_id)
@@ -471,7 +485,7 @@ class SettlementService:
             body = _json.loads(settlement.result_json)
         else:
             body = _json.loads(row.response_json)
-        return StoredReply(msgid, row.operation, body, row.setl_id, replayed=True)
+        return StoredReply(row.msgid, row.operation, body, row.setl_id, replayed=True)
 
     def _store_reply(
         self, conn: Connection, msgid: str, operation: str, digest: str, body: dict[str, Any], setl_id: str | None,
