@@ -296,6 +296,43 @@ def test_shared_pool(db: Engine) -> None:
     assert_invariants(db)
 
 
+# -- one account holder, many members drawing on it ------------------------------------------------
+HOLDER_BALANCE = 50000
+MEMBERS = 8
+
+
+def test_one_holder_many_members(db: Engine) -> None:
+    """40 settlements of 8 members with empty accounts, from 32 threads, all drawing on one holder (家庭共济)."""
+    members = [f"M{2 * n + 1:03d}" for n in range(MEMBERS)]  # odd: men's ID sequence digits
+
+    def setup(conn: Connection) -> None:
+        b.institution(conn)
+        b.person(conn, "H901", balance_fen=HOLDER_BALANCE)
+        for m in members:
+            b.person(conn, m)
+            evoucher(conn, m, b.NOW)
+            conn.execute(insert(S.family_bindings).values(
+                holder_psn_no="H901", member_psn_no=m, relation="child", bound_at=b.NOW))  # fmt: skip
+
+    transact(db, setup)
+    svc = service(db)
+    outcome = Outcome()
+    jobs = [
+        (lambda m=m, v=v: outcome.record(lambda: svc.settle(
+            SettleCommand(f"FAM-{m}-{v}", INSTITUTION, Credential("01", f"EV{m}"), bill(100))
+        )))
+        for v in range(5) for m in members
+    ]  # fmt: skip
+    with BalanceSampler(db) as sampler:
+        hammer(jobs)
+    outcome.check_nothing_leaked(len(jobs))
+    assert len(outcome.replies) == len(jobs), [str(r) for r in outcome.refusals[:3]]
+    assert sampler.lowest is not None and sampler.lowest >= 0
+    drawn = sum(parse_fen(r.body["setlinfo"]["acct_mulaid_pay"]) for r in outcome.replies)
+    assert drawn == HOLDER_BALANCE == HOLDER_BALANCE - balance(db, "H901")  # the holder's account is used up exactly
+    assert_invariants(db)
+
+
 # -- settle, reverse and 冲正 at once ----------------------------------------------------------------
 def test_mixed_settle_reverse_undo(db: Engine) -> None:
     """Settlements race their own reversals and 冲正; contested reversals are refused, never doubled."""
