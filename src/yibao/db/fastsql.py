@@ -22,6 +22,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg.pq import ExecStatus
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -74,7 +75,8 @@ def batch(conn: Connection, statements: Sequence[Statement]) -> list[list[tuple[
                 cursors = []
                 for sql, params in statements:
                     cursors.append(raw.execute(_pg(sql), params, prepare=True))
-            return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+            # (Checking the result status directly: ``description`` builds column objects.)
+            return [cur.fetchall() if cur.pgresult.status == ExecStatus.TUPLES_OK else [] for cur in cursors]
         out = []
         cursor = raw.cursor()
         try:

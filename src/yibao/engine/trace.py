@@ -7,6 +7,7 @@ their unit: ``*_fen`` is money, ``*_bp`` a ratio; rendering formats by suffix.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
@@ -196,14 +197,19 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 
 
 def render(step: TraceStep, lang: Lang = "zh") -> str:
+    return _render(step, _fmt_args(step.args, lang), lang)
+
+
+def _render(step: TraceStep, args: dict[str, str], lang: Lang) -> str:
     template = TEMPLATES[step.kind][0 if lang == "zh" else 1]
-    args = _fmt_args(step.args, lang)
     if step.amount_fen is not None:
         args.setdefault("amount_fen", format_fen(step.amount_fen))
     return template.format_map(args)
 
 
+@functools.lru_cache(maxsize=4096)
 def _source_json(source: Source | None) -> dict[str, Any] | None:
+    # Sources belong to a loaded policy version and never change: each is described once.
     if source is None:
         return None
     ref = source.reference
@@ -218,12 +224,14 @@ def _source_json(source: Source | None) -> dict[str, Any] | None:
 
 
 def step_to_json(step: TraceStep) -> dict[str, Any]:
+    zh = _fmt_args(step.args, "zh")
+    args = {k: v for k, v in zh.items() if not k.endswith(("_zh", "_en"))}
     return {
         "kind": step.kind,
         "fund": step.fund,
         "amount": None if step.amount_fen is None else format_fen(step.amount_fen),
         "rule": f"policy.{step.rule}" if step.rule else None,
         "source": _source_json(step.source),
-        "args": _fmt_args({k: v for k, v in step.args.items() if not k.endswith(("_zh", "_en"))}, "zh"),
-        "text": {"zh": render(step, "zh"), "en": render(step, "en")},
+        "args": args,
+        "text": {"zh": _render(step, zh, "zh"), "en": render(step, "en")},
     }
