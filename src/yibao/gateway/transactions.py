@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from .. import _json
 from ..db import repository as repo
 from ..db.schema import signins, visit_fees, visits
 from ..errors import RequestError, YibaoError
 from ..money import format_fen
 from ..service import queries
 from ..service.credentials import CERT_TYPES, Credential, resolve_credential
-from ..service.settlement import SettleCommand, SettlementService
+from ..service.settlement import SettleCommand, SettlementService, StoredReply
 from ..service.uow import transact
 
 __all__ = ["HANDLERS", "SIGN_FREE", "Call", "GatewayError"]
@@ -211,32 +211,36 @@ def _date(value: Any, field: str) -> dt.date:
 def register(call: Call) -> dict[str, Any]:
     body = _payload(call.data, "data")
     cred = _credential(call, body)
-    psn_no = _person_by(call, cred)
-    if str(body.get("psn_no") or psn_no) != psn_no:
-        raise GatewayError("psn_no 与凭证不符 (不得冒名就医)")
     insutype = str(body.get("insutype") or "")
     begntime = str(body.get("begntime") or call.clock().strftime("%Y-%m-%d %H:%M:%S"))
-    _date(begntime, "input.data.begntime")
+    date = _date(begntime, "input.data.begntime")
     med_type = str(body.get("med_type") or "11")
-    reasons = call.service.entitlement_of(psn_no, call.fixmedins_code, insutype, med_type, _date(begntime, "begntime"))
-    if reasons:
-        raise GatewayError("; ".join(r.message for r in reasons))
     mdtrt_id = _derived_id("V", call)
+    ipt_otp_no = str(body.get("ipt_otp_no") or mdtrt_id)
     now = call.clock()
 
-    def work(conn: Connection) -> None:
+    def work(conn: Connection) -> str:
+        # Identify, check entitlement and open the visit in one unit of work.
+        psn_no, refused = resolve_credential(conn, cred, now)
+        if psn_no is None or refused:
+            raise GatewayError("; ".join(r.message for r in refused) or "凭证无效")
+        if str(body.get("psn_no") or psn_no) != psn_no:
+            raise GatewayError("psn_no 与凭证不符 (不得冒名就医)")
+        reasons = call.service.entitlement_in(conn, psn_no, call.fixmedins_code, insutype, med_type, date)
+        if reasons:
+            raise GatewayError("; ".join(r.message for r in reasons))
         if conn.execute(select(visits.c.mdtrt_id).where(visits.c.mdtrt_id == mdtrt_id)).first() is None:
             conn.execute(
                 insert(visits).values(
                     mdtrt_id=mdtrt_id, psn_no=psn_no, fixmedins_code=call.fixmedins_code, insutype=insutype,
                     med_type=med_type, begntime=begntime[:19], cert_type=cred.cert_type, cert_no=cred.number,
-                    card_sn=cred.card_sn, ipt_otp_no=str(body.get("ipt_otp_no") or mdtrt_id), dise_codg=None,
-                    status="open", created_at=now,
+                    card_sn=cred.card_sn, ipt_otp_no=ipt_otp_no, dise_codg=None, status="open", created_at=now,
                 )
             )  # fmt: skip
+        return psn_no
 
-    transact(call.db, work)
-    return {"data": {"mdtrt_id": mdtrt_id, "psn_no": psn_no, "ipt_otp_no": str(body.get("ipt_otp_no") or mdtrt_id)}}
+    psn_no = transact(call.db, work)
+    return {"data": {"mdtrt_id": mdtrt_id, "psn_no": psn_no, "ipt_otp_no": ipt_otp_no}}
 
 
 def _visit(conn: Connection, call: Call, mdtrt_id: str, psn_no: str | None = None) -> Any:
@@ -300,9 +304,11 @@ def upload_fees(call: Call) -> dict[str, Any]:
         _outpatient_only(row)
         if row.status != "open":
             raise GatewayError(f"就诊状态为 {row.status}, 不能上传费用")
+        fees = _active_fees(conn, mdtrt_id)
         existing = {
             sn for (sn,) in conn.execute(select(visit_fees.c.feedetl_sn).where(visit_fees.c.mdtrt_id == mdtrt_id))
         }
+        new: list[dict[str, Any]] = []
         for i, line in enumerate(lines):
             if not isinstance(line, Mapping) or not str(line.get("feedetl_sn") or "").strip():
                 raise RequestError(f"input.feedetail[{i}].feedetl_sn", "missing required value")
@@ -310,19 +316,17 @@ def upload_fees(call: Call) -> dict[str, Any]:
             if sn in existing:
                 continue  # re-upload of the same line (a retry): keep the first
             existing.add(sn)
-            conn.execute(
-                insert(visit_fees).values(
-                    mdtrt_id=mdtrt_id, feedetl_sn=sn, line_json=json.dumps(dict(line), ensure_ascii=False),
-                    status="active", uploaded_at=now,
-                )
-            )  # fmt: skip
+            fees.append(dict(line))
+            new.append({"mdtrt_id": mdtrt_id, "feedetl_sn": sn, "line_json": _json.dumps(dict(line)),
+                        "status": "active", "uploaded_at": now})  # fmt: skip
         if len(existing) > MAX_VISIT_LINES:
             raise RequestError("input.feedetail", f"a visit holds at most {MAX_VISIT_LINES} lines")
-        return row
+        if new:
+            conn.execute(insert(visit_fees).values(new))  # one statement, however many lines
+        # The per-line split, as a pre-settlement computes it (nothing is settled).
+        return call.service.split_in(conn, _command(call, row, {}, fees))
 
-    row = transact(call.db, work)
-    # The per-line split, as a pre-settlement computes it (nothing is settled).
-    result = call.service.presettle(_command(call, row, {"acct_used_flag": "0"}))
+    result = transact(call.db, work)
     uploaded = {str(line["feedetl_sn"]).strip() for line in lines}
     return {
         "result": [
@@ -353,16 +357,17 @@ def revoke_fees(call: Call) -> dict[str, Any]:
 
 
 # -- 2206 / 2207 / 2208 outpatient settlement -----------------------------------------------
-def _command(call: Call, row: Any, body: Mapping[str, Any]) -> SettleCommand:
-    def work(conn: Connection) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            select(visit_fees.c.line_json)
-            .where(visit_fees.c.mdtrt_id == row.mdtrt_id, visit_fees.c.status == "active")
-            .order_by(visit_fees.c.uploaded_at, visit_fees.c.feedetl_sn)
-        ).scalars()
-        return [json.loads(text) for text in rows]
+def _active_fees(conn: Connection, mdtrt_id: str) -> list[dict[str, Any]]:
+    """The visit's fee lines not revoked, in upload order."""
+    texts = conn.execute(
+        select(visit_fees.c.line_json)
+        .where(visit_fees.c.mdtrt_id == mdtrt_id, visit_fees.c.status == "active")
+        .order_by(visit_fees.c.uploaded_at, visit_fees.c.feedetl_sn)
+    ).scalars()
+    return [_json.loads(text) for text in texts]
 
-    fees = transact(call.db, work, readonly=True)
+
+def _command(call: Call, row: Any, body: Mapping[str, Any], fees: list[dict[str, Any]]) -> SettleCommand:
     if not fees:
         raise GatewayError(f"就诊 {row.mdtrt_id} 没有已上传的费用明细")
     keep = ("feedetl_sn", "med_list_codg", "hilist_code", "cnt", "pric", "det_item_fee_sumamt", "hosp_appr_flag",
@@ -394,12 +399,18 @@ def _not_an_admission(call: Call, setl_id: str) -> None:
         raise GatewayError(f"结算 {setl_id} 属于住院, 请使用 2305 撤销住院结算")
 
 
-def _settlement_input(call: Call) -> tuple[Any, Mapping[str, Any]]:
+def _settlement_input(call: Call) -> tuple[Any, Mapping[str, Any], list[dict[str, Any]]]:
+    """The visit row, the request body and the visit's active fee lines (one read-only unit of work)."""
     body = _payload(call.data, "data")
     mdtrt_id = str(body.get("mdtrt_id") or "")
-    row = transact(call.db, lambda conn: _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None))
+
+    def work(conn: Connection) -> tuple[Any, list[dict[str, Any]]]:
+        row = _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None)
+        return row, _active_fees(conn, mdtrt_id)
+
+    row, fees = transact(call.db, work, readonly=True)
     _outpatient_only(row)
-    return row, body
+    return row, body, fees
 
 
 def _check_total(body: Mapping[str, Any], setlinfo: Mapping[str, Any]) -> None:
@@ -409,29 +420,34 @@ def _check_total(body: Mapping[str, Any], setlinfo: Mapping[str, Any]) -> None:
 
 
 def presettle(call: Call) -> dict[str, Any]:
-    row, body = _settlement_input(call)
+    row, body, fees = _settlement_input(call)
     if row.status != "open":
         raise GatewayError(f"就诊状态为 {row.status}, 不能预结算")
-    out = call.service.presettle(_command(call, row, body)).to_json(trace=False)
+    out = call.service.presettle(_command(call, row, body, fees)).to_json(trace=False)
     _check_total(body, out["setlinfo"])
     return {"setlinfo": out["setlinfo"], "setldetail": out["setldetail"]}
 
 
 def settle(call: Call) -> dict[str, Any]:
-    row, body = _settlement_input(call)
-    command = _command(call, row, body)
+    row, body, fees = _settlement_input(call)
+    command = _command(call, row, body, fees)
+
+    def close(conn: Connection, reply: StoredReply) -> None:
+        # In the settlement's own unit of work: a visit settles once. A concurrent settlement of
+        # it under another msgid, or a declared total that differs, undoes this one entirely.
+        _check_total(body, reply.body["setlinfo"])
+        closed = conn.execute(
+            update(visits).where(visits.c.mdtrt_id == row.mdtrt_id, visits.c.status == "open").values(status="settled")
+        )
+        if closed.rowcount != 1:
+            raise GatewayError(f"就诊 {row.mdtrt_id} 已结算或已撤销, 不能结算")
+
     if row.status != "open":
         # A retry of the settling message replays; anything else on a closed visit is refused.
         stored = transact(call.db, lambda conn: repo.get_message(conn, call.msgid), readonly=True)
         if stored is None:
             raise GatewayError(f"就诊状态为 {row.status}, 不能结算")
-    reply = call.service.settle(command)
-    _check_total(body, reply.body["setlinfo"])
-
-    def close(conn: Connection) -> None:
-        conn.execute(update(visits).where(visits.c.mdtrt_id == row.mdtrt_id).values(status="settled"))
-
-    transact(call.db, close)
+    reply = call.service.settle(command, then=close)
     return {"setlinfo": reply.body["setlinfo"], "setldetail": reply.body["setldetail"]}
 
 

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, insert
@@ -156,9 +156,15 @@ class SettlementService:
         """2001 for a person already identified (by 1101): every reason, empty = entitled."""
         return transact(
             self.db,
-            lambda conn: self._gates(rows.read_visit(conn, psn_no, fixmedins_code, insutype, date), med_type, date),
+            lambda conn: self.entitlement_in(conn, psn_no, fixmedins_code, insutype, med_type, date),
             readonly=True,
         )
+
+    def entitlement_in(
+        self, conn: Connection, psn_no: str, fixmedins_code: str, insutype: str, med_type: str, date: dt.date
+    ) -> list[Reason]:
+        """:meth:`entitlement_of` inside the caller's unit of work (e.g. with a registration)."""
+        return self._gates(rows.read_visit(conn, psn_no, fixmedins_code, insutype, date), med_type, date)
 
     def _gates(self, visit: rows.Visit, med_type: str, date: dt.date) -> list[Reason]:
         """Eligibility gates of domain.md §7 over rows already loaded (no queries here)."""
@@ -293,8 +299,19 @@ class SettlementService:
 
         return _unwrap(transact(self.db, work))
 
+    def split_in(self, conn: Connection, cmd: SettleCommand) -> SettlementResult:
+        """A pre-settlement without the personal account, inside the caller's unit of work: the
+        per-line split (2204) and the fund shares. No PIN is involved, so nothing is written."""
+        cmd = replace(cmd, payload={**cmd.payload, "acct_used_flag": "0"})
+        start = self._start(conn, cmd, None)
+        return self._compute(self._prepare(conn, cmd, lock=False, credential=start.credential))
+
     # -- 2207 / 2304 settlement ------------------------------------------------------------
-    def settle(self, cmd: SettleCommand) -> StoredReply:
+    def settle(
+        self, cmd: SettleCommand, *, then: Callable[[Connection, StoredReply], None] | None = None
+    ) -> StoredReply:
+        """Settle once per ``msgid``; ``then(conn, reply)`` runs in the same unit of work after a NEW
+        settlement is stored (not on a replay) — e.g. closing the visit — and may refuse by raising."""
         digest = cmd.digest("settle")
 
         def work(conn: Connection) -> StoredReply | _PinRefused:
@@ -347,7 +364,10 @@ class SettlementService:
                 # A settlement's reply is its stored result (read back on replay), so not kept twice.
                 message=(cmd.msgid, "settle", digest, "", setl_id),
             )
-            return StoredReply(cmd.msgid, "settle", body, setl_id)
+            reply = StoredReply(cmd.msgid, "settle", body, setl_id)
+            if then is not None:
+                then(conn, reply)
+            return reply
 
         return _unwrap(transact(self.db, work))
 
