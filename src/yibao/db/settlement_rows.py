@@ -28,6 +28,7 @@ from ..ledger import Entry
 from .fastsql import Statement, as_date, as_datetime, batch, is_postgresql, write
 
 __all__ = [
+    "PSN",
     "Binding",
     "CredentialRow",
     "Enrolment",
@@ -38,6 +39,9 @@ __all__ = [
     "Person",
     "Start",
     "Visit",
+    "Who",
+    "credential_names",
+    "person_is",
     "read_credential",
     "read_for_settlement",
     "read_message",
@@ -216,21 +220,17 @@ def read_message(conn: Connection, msgid: str) -> MessageRow | None:
     return MessageRow(*rows[0]) if rows else None
 
 
-def read_credential(conn: Connection, kind: str, number: str, *, msgid: str | None = None) -> Start:
-    """The credential row (``kind`` card/evoucher, or idcard: the person by ID number), and
-    with ``msgid`` that message's record, in one round trip."""
-    statements: list[Statement] = [
-        (_PERSON_BY_CERTNO, (number.upper(),)) if kind == "idcard" else (_CREDENTIAL, (kind, number))
-    ]
-    if msgid is not None:
-        statements.append((_MESSAGE, (msgid,)))
-    found = batch(conn, statements)
-    credential = None
-    if found[0]:
-        psn_no, card_sn, status, expires_at = found[0][0]
-        credential = CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
-    message = MessageRow(*found[1][0]) if msgid is not None and found[1] else None
-    return Start(credential, message)
+def _credential_statement(kind: str, number: str) -> Statement:
+    return (_PERSON_BY_CERTNO, (number.upper(),)) if kind == "idcard" else (_CREDENTIAL, (kind, number))
+
+
+def read_credential(conn: Connection, kind: str, number: str) -> CredentialRow | None:
+    """The credential row (``kind`` card/evoucher, or idcard: the person by ID number)."""
+    found = batch(conn, [_credential_statement(kind, number)])[0]
+    if not found:
+        return None
+    psn_no, card_sn, status, expires_at = found[0]
+    return CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
 
 
 def _visit_statements(psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> list[Statement]:
@@ -276,9 +276,52 @@ def read_visit(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str
     return _visit(psn_no, fixmedins_code, insutype, main, side)
 
 
+class Who(NamedTuple):
+    """How a statement names the person: ``?`` with a ``psn_no``, or the credential's subquery."""
+
+    sql: str
+    params: tuple[str, ...]
+
+
+#: Marks the person's place among a statement's parameters (see :func:`_naming`).
+PSN: Any = object()
+
+
+def person_is(psn_no: str) -> Who:
+    return Who("?", (psn_no,))
+
+
+def credential_names(kind: str, number: str) -> Who:
+    """The person a credential of ``kind`` (card, evoucher, idcard) names, as a scalar subquery."""
+    if kind == "idcard":
+        return Who("(SELECT psn_no FROM persons WHERE certno = ?)", (number.upper(),))
+    return Who("(SELECT psn_no FROM credentials WHERE kind = ? AND number = ?)", (kind, number))
+
+
+_NAMED: dict[tuple[str, tuple[int, ...], str], str] = {}
+
+
+def _naming(statement: Statement, who: Who) -> Statement:
+    """``statement`` with every :data:`PSN` parameter replaced by ``who``."""
+    sql, params = statement
+    marks = tuple(i for i, value in enumerate(params) if value is PSN)
+    key = (sql, marks, who.sql)
+    named = _NAMED.get(key)
+    if named is None:
+        parts = sql.split("?")
+        assert len(parts) == len(params) + 1, "one parameter per placeholder"
+        named = parts[0] + "".join((who.sql if i in marks else "?") + tail for i, tail in enumerate(parts[1:]))
+        if len(_NAMED) < 1024:  # a bounded set of statement shapes
+            _NAMED[key] = named
+    values: list[Any] = []
+    for value in params:
+        values.extend(who.params if value is PSN else (value,))
+    return named, values
+
+
 def read_for_settlement(
     conn: Connection,
-    psn_no: str,
+    who: Who,
     fixmedins_code: str,
     insutype: str,
     date: dt.date,
@@ -286,28 +329,48 @@ def read_for_settlement(
     accounts: bool,
     family: bool,
     lock: bool,
-) -> tuple[Visit, Money]:
+    msgid: str | None = None,
+    credential: tuple[str, str] | None = None,
+) -> tuple[Start, Visit, Money]:
     """The visit, and under row locks (``lock``) what the engine may draw on — one round trip.
 
-    ``accounts``: the personal account is used, so balances are read — with ``family``
-    also those of the bound account holders, who are then locked too. The person is
-    always locked, as their accumulators move. Without ``lock`` (pre-settlement)
-    nothing is locked and no entry id is taken.
+    ``who`` names the person (by ``psn_no``, or by the credential presented, whose row
+    is then read too: ``credential`` = (kind, number)); with ``msgid`` that message's
+    record comes along. ``accounts``: the personal account is used, so balances are
+    read — with ``family`` also those of the bound account holders, who are then locked
+    too. The person is always locked, as their accumulators move. Without ``lock``
+    (pre-settlement) nothing is locked and no entry id is taken.
     """
     payers = _PAYERS_WITH_FAMILY if accounts and family else _PAYERS
-    payer_params: tuple[str, ...] = (psn_no, psn_no) if accounts and family else (psn_no,)
-    statements = _visit_statements(psn_no, fixmedins_code, insutype, date)
-    if lock and is_postgresql(conn):
+    payer_params: tuple[Any, ...] = (PSN, PSN) if accounts and family else (PSN,)
+    head: list[Statement] = []
+    if credential is not None:
+        head.append(_credential_statement(*credential))
+    if msgid is not None:
+        head.append((_MESSAGE, (msgid,)))
+    statements = _visit_statements(PSN, fixmedins_code, insutype, date)
+    pg = is_postgresql(conn)
+    if lock and pg:
         statements.append((_LOCK.format(payers=payers.format(col="psn_no")), payer_params))
     if accounts:
         statements.append((_BALANCES.format(payers=payers.format(col="owner")), payer_params))
-    statements.append((_ACCUMULATORS, (psn_no, date.year, insutype)))
+    statements.append((_ACCUMULATORS, (PSN, date.year, insutype)))
     if lock:
         statements.append((_NEXT_ENTRY_ID[conn.dialect.name], ()))
-    results = batch(conn, statements)
-    visit = _visit(psn_no, fixmedins_code, insutype, results[0], results[1])
-    del results[:2]
-    if lock and is_postgresql(conn):
+    results = batch(conn, head + [_naming(statement, who) for statement in statements])
+    found = results.pop(0) if credential is not None else []
+    cred = None
+    if found:
+        psn_no, card_sn, status, expires_at = found[0]
+        cred = CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
+    message = None
+    if msgid is not None:
+        rows = results.pop(0)
+        message = MessageRow(*rows[0]) if rows else None
+    main, side = results.pop(0), results.pop(0)
+    psn = who.params[0] if who.sql == "?" else (cred.psn_no if cred is not None else "")
+    visit = _visit(psn, fixmedins_code, insutype, main, side)
+    if lock and pg:
         results.pop(0)
     balances: dict[str, tuple[int, int]] = {}
     account_ids: dict[str, int] = {}
@@ -318,7 +381,7 @@ def read_for_settlement(
         account_ids[code] = int(account_id)
     accumulators = {key: int(value) for key, value in results.pop(0)}
     entry_id = int(results.pop(0)[0][0]) if lock else 0
-    return visit, Money(balances, account_ids, accumulators, entry_id)
+    return Start(cred, message), visit, Money(balances, account_ids, accumulators, entry_id)
 
 
 def write_settlement(

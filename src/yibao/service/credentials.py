@@ -46,7 +46,7 @@ def resolve_credential(conn: Connection, cred: Credential, now: dt.datetime) -> 
     kind = CERT_TYPES.get(cred.cert_type)
     if kind is None:
         return judge_credential(cred, None, now)
-    return judge_credential(cred, rows.read_credential(conn, kind, cred.number).credential, now)
+    return judge_credential(cred, rows.read_credential(conn, kind, cred.number), now)
 
 
 def judge_credential(

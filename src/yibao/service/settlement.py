@@ -205,34 +205,51 @@ class SettlementService:
         return reasons
 
     # -- building the engine request -------------------------------------------------------
-    def _start(self, conn: Connection, cmd: SettleCommand, msgid: str | None) -> rows.Start:
-        """The credential's row and (with ``msgid``) that message's record, in one round trip."""
-        kind = CERT_TYPES.get(cmd.credential.cert_type)
-        if kind is None:
-            return rows.Start(None, None if msgid is None else rows.read_message(conn, msgid))
-        return rows.read_credential(conn, kind, cmd.credential.number, msgid=msgid)
-
     def _prepare(
-        self, conn: Connection, cmd: SettleCommand, *, lock: bool, credential: rows.CredentialRow | None
-    ) -> _Prepared:
+        self, conn: Connection, cmd: SettleCommand, *, lock: bool, replay: str | None = None
+    ) -> _Prepared | StoredReply:
+        """Read everything for ``cmd`` in one round trip, check it, and build the engine request.
+
+        With ``replay`` (the payload digest) the ``msgid`` record comes along: a message
+        already done returns its stored reply, before any check can refuse it.
+        """
+        msgid = cmd.msgid if replay is not None else None
         now = self.clock()
-        psn_no, reasons = judge_credential(cmd.credential, credential, now)
-        if psn_no is None or reasons:
-            raise SettlementRefused(tuple(reasons))
         payload = dict(cmd.payload)
-        begntime = payload.get("begntime")
-        if not isinstance(begntime, str) or len(begntime) < 10:
-            raise RequestError("begntime", "missing required value")
         try:
-            date = dt.date.fromisoformat(begntime[:10])
-        except ValueError:
-            raise RequestError("begntime", f"not a date: {begntime!r}") from None
+            begntime = payload.get("begntime")
+            if not isinstance(begntime, str) or len(begntime) < 10:
+                raise RequestError("begntime", "missing required value")
+            try:
+                date = dt.date.fromisoformat(begntime[:10])
+            except ValueError:
+                raise RequestError("begntime", f"not a date: {begntime!r}") from None
+        except RequestError:
+            stored = None if replay is None else self._replay(conn, cmd.msgid, replay)
+            if stored is not None:
+                return stored
+            raise
         insutype = str(payload.get("insutype") or "")
         med_type = str(payload.get("med_type") or "")
         acct = str(payload.get("acct_used_flag") or "0") == "1"
-        visit, money = rows.read_for_settlement(
-            conn, psn_no, cmd.fixmedins_code, insutype, date, accounts=acct, family=cmd.use_family, lock=lock
-        )
+        kind = CERT_TYPES.get(cmd.credential.cert_type)
+        if kind is None:  # nobody to read for: only the msgid record, then the refusal
+            stored = None if replay is None else self._replay(conn, cmd.msgid, replay)
+            if stored is not None:
+                return stored
+            _psn, refused = judge_credential(cmd.credential, None, now)
+            raise SettlementRefused(tuple(refused))
+        start, visit, money = rows.read_for_settlement(
+            conn, rows.credential_names(kind, cmd.credential.number), cmd.fixmedins_code, insutype, date,
+            accounts=acct, family=cmd.use_family, lock=lock, msgid=msgid, credential=(kind, cmd.credential.number),
+        )  # fmt: skip
+        if replay is not None:
+            stored = self._replay_row(conn, start.message, replay)
+            if stored is not None:
+                return stored
+        psn_no, reasons = judge_credential(cmd.credential, start.credential, now)
+        if psn_no is None or reasons:
+            raise SettlementRefused(tuple(reasons))
         gates = self._gates(visit, med_type, date)
         if gates:
             raise SettlementRefused(tuple(gates))
@@ -292,8 +309,7 @@ class SettlementService:
 
         def work(conn: Connection) -> SettlementResult | _PinRefused:
             try:
-                start = self._start(conn, cmd, None)
-                return self._compute(self._prepare(conn, cmd, lock=False, credential=start.credential))
+                return self._compute(self._prepared(conn, cmd, lock=False))
             except _PinRefused as refused:
                 return refused  # commit the failed-attempt count, then refuse
 
@@ -303,8 +319,12 @@ class SettlementService:
         """A pre-settlement without the personal account, inside the caller's unit of work: the
         per-line split (2204) and the fund shares. No PIN is involved, so nothing is written."""
         cmd = replace(cmd, payload={**cmd.payload, "acct_used_flag": "0"})
-        start = self._start(conn, cmd, None)
-        return self._compute(self._prepare(conn, cmd, lock=False, credential=start.credential))
+        return self._compute(self._prepared(conn, cmd, lock=False))
+
+    def _prepared(self, conn: Connection, cmd: SettleCommand, *, lock: bool) -> _Prepared:
+        prepared = self._prepare(conn, cmd, lock=lock)
+        assert isinstance(prepared, _Prepared), "no replay without a digest"
+        return prepared
 
     # -- 2207 / 2304 settlement ------------------------------------------------------------
     def settle(
@@ -315,14 +335,12 @@ class SettlementService:
         digest = cmd.digest("settle")
 
         def work(conn: Connection) -> StoredReply | _PinRefused:
-            start = self._start(conn, cmd, cmd.msgid)
-            stored = self._replay_row(conn, start.message, digest)
-            if stored is not None:
-                return stored
             try:
-                prepared = self._prepare(conn, cmd, lock=True, credential=start.credential)
+                prepared = self._prepare(conn, cmd, lock=True, replay=digest)
             except _PinRefused as refused:
                 return refused  # nothing but the failed-attempt count was written: commit it
+            if isinstance(prepared, StoredReply):
+                return prepared
             result = self._compute(prepared)
             now = self.clock()
             setl_id = self.new_id()
