@@ -491,7 +491,10 @@ def undo(call: Call) -> dict[str, Any]:
 def accumulators(call: Call) -> dict[str, Any]:
     body = _payload(call.data, "data")
     psn_no = str(body.get("psn_no") or "")
-    year = int(str(body.get("cum_ym") or call.clock().strftime("%Y"))[:4])
+    cum_ym = str(body.get("cum_ym") or call.clock().strftime("%Y"))
+    if not (cum_ym[:4].isdigit() and cum_ym[:4].isascii()):
+        raise RequestError("input.data.cum_ym", f"must start with a four-digit year (YYYY or YYYYMM): {cum_ym!r}")
+    year = int(cum_ym[:4])
     insutype = str(body.get("insutype") or "310")
     rows = queries.accumulators(call.db, psn_no, year, insutype)
     return {
