@@ -179,6 +179,9 @@ def test_person_login_sees_only_own_data(api: Api) -> None:
     problem(api.get("/v1/persons", me, params={"certno": certno}), 403, "STAFF_ONLY")
     # Public reference data is readable.
     assert api.get("/v1/institutions", me).json()["items"][0]["fixmedins_code"] == INST
+    # A misspelt filter is refused, not ignored (it would silently widen the query).
+    unknown = problem(api.get("/v1/institutions", me, params={"kindd": "pharmacy"}), 422, "UNKNOWN_PARAMETER")
+    assert unknown["field"] == "kindd"
 
     # No token, a bad token, an expired token.
     missing = problem(api.http.get("/v1/persons/P1"), 401, "UNAUTHENTICATED")

@@ -242,6 +242,14 @@ def _refuse_body(request: Request) -> Response | None:
     return None
 
 
+def _query_names(dependant: Any) -> set[str]:
+    """Query parameters an endpoint declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
 class ProblemRoute(APIRoute):
     """An API route whose every failure is answered as ``application/problem+json``."""
 
@@ -262,7 +270,17 @@ class ProblemRoute(APIRoute):
             )  # fmt: skip
             return response
 
+        known = _query_names(self.dependant)
+
         async def answer(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - known)
+            if unknown:
+                # A misspelt filter must not silently widen a query: refuse what is not declared.
+                return problem_response(
+                    422, "UNKNOWN_PARAMETER", f"unknown query parameter {unknown[0]!r}"
+                    + (f"; this endpoint takes {', '.join(sorted(known))}" if known else "; this endpoint takes none"),
+                    instance=request.url.path, field=unknown[0],
+                )  # fmt: skip
             if route.body_field is not None:
                 refused = _refuse_body(request)
                 if refused is not None:
