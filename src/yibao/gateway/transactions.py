@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from .. import _json
 from ..db import repository as repo
+from ..db import settlement_rows, visit_rows
 from ..db.schema import signins, visit_fees, visits
 from ..errors import RequestError, YibaoError
 from ..money import format_fen
@@ -221,22 +222,18 @@ def register(call: Call) -> dict[str, Any]:
 
     def work(conn: Connection) -> str:
         # Identify, check entitlement and open the visit in one unit of work.
-        psn_no, refused = resolve_credential(conn, cred, now)
-        if psn_no is None or refused:
-            raise GatewayError("; ".join(r.message for r in refused) or "凭证无效")
+        psn_no, reasons = call.service.identify_in(conn, cred, call.fixmedins_code, insutype, med_type, date)
+        if psn_no is None:
+            raise GatewayError("; ".join(r.message for r in reasons) or "凭证无效")
         if str(body.get("psn_no") or psn_no) != psn_no:
             raise GatewayError("psn_no 与凭证不符 (不得冒名就医)")
-        reasons = call.service.entitlement_in(conn, psn_no, call.fixmedins_code, insutype, med_type, date)
         if reasons:
             raise GatewayError("; ".join(r.message for r in reasons))
-        if conn.execute(select(visits.c.mdtrt_id).where(visits.c.mdtrt_id == mdtrt_id)).first() is None:
-            conn.execute(
-                insert(visits).values(
-                    mdtrt_id=mdtrt_id, psn_no=psn_no, fixmedins_code=call.fixmedins_code, insutype=insutype,
-                    med_type=med_type, begntime=begntime[:19], cert_type=cred.cert_type, cert_no=cred.number,
-                    card_sn=cred.card_sn, ipt_otp_no=ipt_otp_no, dise_codg=None, status="open", created_at=now,
-                )
-            )  # fmt: skip
+        visit = visit_rows.VisitRow(
+            mdtrt_id, psn_no, call.fixmedins_code, insutype, med_type, begntime[:19], cred.cert_type, cred.number,
+            cred.card_sn, ipt_otp_no, None, "open",
+        )  # fmt: skip
+        visit_rows.open_visit(conn, visit, now)
         return psn_no
 
     psn_no = transact(call.db, work)
@@ -289,6 +286,8 @@ def visit_info(call: Call) -> dict[str, Any]:
 
 
 # -- 2204 / 2205 fee lines -------------------------------------------------------------------
+
+
 def upload_fees(call: Call) -> dict[str, Any]:
     lines = call.data.get("feedetail")
     if not isinstance(lines, list) or not lines:
@@ -300,15 +299,13 @@ def upload_fees(call: Call) -> dict[str, Any]:
     now = call.clock()
 
     def work(conn: Connection) -> Any:
-        row = _visit(conn, call, mdtrt_id)
+        row, stored = _visit_and_fees(conn, call, mdtrt_id)
         _outpatient_only(row)
         if row.status != "open":
             raise GatewayError(f"就诊状态为 {row.status}, 不能上传费用")
-        fees = _active_fees(conn, mdtrt_id)
-        existing = {
-            sn for (sn,) in conn.execute(select(visit_fees.c.feedetl_sn).where(visit_fees.c.mdtrt_id == mdtrt_id))
-        }
-        new: list[dict[str, Any]] = []
+        fees = [_json.loads(fee.line_json) for fee in stored if fee.status == "active"]
+        existing = {fee.feedetl_sn for fee in stored}
+        new: list[tuple[str, str]] = []
         for i, line in enumerate(lines):
             if not isinstance(line, Mapping) or not str(line.get("feedetl_sn") or "").strip():
                 raise RequestError(f"input.feedetail[{i}].feedetl_sn", "missing required value")
@@ -317,12 +314,10 @@ def upload_fees(call: Call) -> dict[str, Any]:
                 continue  # re-upload of the same line (a retry): keep the first
             existing.add(sn)
             fees.append(dict(line))
-            new.append({"mdtrt_id": mdtrt_id, "feedetl_sn": sn, "line_json": _json.dumps(dict(line)),
-                        "status": "active", "uploaded_at": now})  # fmt: skip
+            new.append((sn, _json.dumps(dict(line))))
         if len(existing) > MAX_VISIT_LINES:
             raise RequestError("input.feedetail", f"a visit holds at most {MAX_VISIT_LINES} lines")
-        if new:
-            conn.execute(insert(visit_fees).values(new))  # one statement, however many lines
+        visit_rows.add_fees(conn, mdtrt_id, new, now)
         # The per-line split, as a pre-settlement computes it (nothing is settled).
         return call.service.split_in(conn, _command(call, row, {}, fees))
 
@@ -357,14 +352,20 @@ def revoke_fees(call: Call) -> dict[str, Any]:
 
 
 # -- 2206 / 2207 / 2208 outpatient settlement -----------------------------------------------
-def _active_fees(conn: Connection, mdtrt_id: str) -> list[dict[str, Any]]:
-    """The visit's fee lines not revoked, in upload order."""
-    texts = conn.execute(
-        select(visit_fees.c.line_json)
-        .where(visit_fees.c.mdtrt_id == mdtrt_id, visit_fees.c.status == "active")
-        .order_by(visit_fees.c.uploaded_at, visit_fees.c.feedetl_sn)
-    ).scalars()
-    return [_json.loads(text) for text in texts]
+def _visit_and_fees(
+    conn: Connection, call: Call, mdtrt_id: str, psn_no: str | None = None
+) -> tuple[visit_rows.VisitRow, list[visit_rows.Fee]]:
+    """The institution's own visit (checked as :func:`_visit` does) and all its fee lines: one round trip."""
+    row, fees = visit_rows.read_visit_and_fees(conn, mdtrt_id)
+    if row is None or row.fixmedins_code != call.fixmedins_code:
+        raise GatewayError(f"就诊 {mdtrt_id} 不存在或不属于本机构")
+    if psn_no and row.psn_no != psn_no:
+        raise GatewayError("psn_no 与就诊登记不符")
+    return row, fees
+
+
+def _active(fees: list[visit_rows.Fee]) -> list[dict[str, Any]]:
+    return [_json.loads(fee.line_json) for fee in fees if fee.status == "active"]
 
 
 def _command(call: Call, row: Any, body: Mapping[str, Any], fees: list[dict[str, Any]]) -> SettleCommand:
@@ -399,55 +400,52 @@ def _not_an_admission(call: Call, setl_id: str) -> None:
         raise GatewayError(f"结算 {setl_id} 属于住院, 请使用 2305 撤销住院结算")
 
 
-def _settlement_input(call: Call) -> tuple[Any, Mapping[str, Any], list[dict[str, Any]]]:
-    """The visit row, the request body and the visit's active fee lines (one read-only unit of work)."""
-    body = _payload(call.data, "data")
-    mdtrt_id = str(body.get("mdtrt_id") or "")
-
-    def work(conn: Connection) -> tuple[Any, list[dict[str, Any]]]:
-        row = _visit(conn, call, mdtrt_id, str(body.get("psn_no") or "") or None)
-        return row, _active_fees(conn, mdtrt_id)
-
-    row, fees = transact(call.db, work, readonly=True)
-    _outpatient_only(row)
-    return row, body, fees
-
-
 def _check_total(body: Mapping[str, Any], setlinfo: Mapping[str, Any]) -> None:
     declared = body.get("medfee_sumamt")
     if declared not in (None, "") and str(declared) != setlinfo["medfee_sumamt"]:
         raise GatewayError(f"medfee_sumamt {declared} 与已上传费用合计 {setlinfo['medfee_sumamt']} 不符")
 
 
+def _settlement_body(call: Call) -> tuple[Mapping[str, Any], str, str | None]:
+    body = _payload(call.data, "data")
+    return body, str(body.get("mdtrt_id") or ""), str(body.get("psn_no") or "") or None
+
+
 def presettle(call: Call) -> dict[str, Any]:
-    row, body, fees = _settlement_input(call)
-    if row.status != "open":
-        raise GatewayError(f"就诊状态为 {row.status}, 不能预结算")
-    out = call.service.presettle(_command(call, row, body, fees)).to_json(trace=False)
+    body, mdtrt_id, psn_no = _settlement_body(call)
+
+    def build(conn: Connection) -> SettleCommand:
+        row, fees = _visit_and_fees(conn, call, mdtrt_id, psn_no)
+        _outpatient_only(row)
+        if row.status != "open":
+            raise GatewayError(f"就诊状态为 {row.status}, 不能预结算")
+        return _command(call, row, body, _active(fees))
+
+    out = call.service.presettle_with(build).to_json(trace=False)
     _check_total(body, out["setlinfo"])
     return {"setlinfo": out["setlinfo"], "setldetail": out["setldetail"]}
 
 
 def settle(call: Call) -> dict[str, Any]:
-    row, body, fees = _settlement_input(call)
-    command = _command(call, row, body, fees)
+    body, mdtrt_id, psn_no = _settlement_body(call)
+
+    def build(conn: Connection) -> SettleCommand:
+        # The visit and its lines are read in the settlement's own unit of work.
+        row, fees = _visit_and_fees(conn, call, mdtrt_id, psn_no)
+        _outpatient_only(row)
+        # A retry of the settling message replays; anything else on a closed visit is refused.
+        if row.status != "open" and settlement_rows.read_message(conn, call.msgid) is None:
+            raise GatewayError(f"就诊状态为 {row.status}, 不能结算")
+        return _command(call, row, body, _active(fees))
 
     def close(conn: Connection, reply: StoredReply) -> None:
-        # In the settlement's own unit of work: a visit settles once. A concurrent settlement of
-        # it under another msgid, or a declared total that differs, undoes this one entirely.
+        # A visit settles once: a concurrent settlement of it under another msgid, or a declared
+        # total that differs, undoes this one entirely.
         _check_total(body, reply.body["setlinfo"])
-        closed = conn.execute(
-            update(visits).where(visits.c.mdtrt_id == row.mdtrt_id, visits.c.status == "open").values(status="settled")
-        )
-        if closed.rowcount != 1:
-            raise GatewayError(f"就诊 {row.mdtrt_id} 已结算或已撤销, 不能结算")
+        if not visit_rows.close_visit(conn, mdtrt_id):
+            raise GatewayError(f"就诊 {mdtrt_id} 已结算或已撤销, 不能结算")
 
-    if row.status != "open":
-        # A retry of the settling message replays; anything else on a closed visit is refused.
-        stored = transact(call.db, lambda conn: repo.get_message(conn, call.msgid), readonly=True)
-        if stored is None:
-            raise GatewayError(f"就诊状态为 {row.status}, 不能结算")
-    reply = call.service.settle(command, then=close)
+    reply = call.service.settle_with(build, then=close)
     return {"setlinfo": reply.body["setlinfo"], "setldetail": reply.body["setldetail"]}
 
 

@@ -306,14 +306,37 @@ class SettlementService:
     # -- 2206 / 2303 pre-settlement --------------------------------------------------------
     def presettle(self, cmd: SettleCommand) -> SettlementResult:
         """The same computation as :meth:`settle`; writes nothing (bar a failed-PIN count)."""
+        return self.presettle_with(lambda _conn: cmd)
+
+    def presettle_with(self, build: Callable[[Connection], SettleCommand]) -> SettlementResult:
+        """:meth:`presettle` of the command ``build(conn)`` makes from rows read in the same unit of work."""
 
         def work(conn: Connection) -> SettlementResult | _PinRefused:
+            cmd = build(conn)
             try:
                 return self._compute(self._prepared(conn, cmd, lock=False))
             except _PinRefused as refused:
                 return refused  # commit the failed-attempt count, then refuse
 
         return _unwrap(transact(self.db, work))
+
+    def identify_in(
+        self, conn: Connection, credential: Credential, fixmedins_code: str, insutype: str, med_type: str,
+        date: dt.date,
+    ) -> tuple[str | None, list[Reason]]:  # fmt: skip
+        """The person a credential names and every reason they may not get benefits for this visit
+        (credential status, then the 2001 gates), in the caller's unit of work: one round trip."""
+        kind = CERT_TYPES.get(credential.cert_type)
+        if kind is None:
+            return judge_credential(credential, None, self.clock())
+        start, visit, _money = rows.read_for_settlement(
+            conn, rows.credential_names(kind, credential.number), fixmedins_code, insutype, date,
+            accounts=False, family=False, lock=False, credential=(kind, credential.number),
+        )  # fmt: skip
+        psn_no, reasons = judge_credential(credential, start.credential, self.clock())
+        if psn_no is None or reasons:
+            return psn_no, reasons
+        return psn_no, self._gates(visit, med_type, date)
 
     def split_in(self, conn: Connection, cmd: SettleCommand) -> SettlementResult:
         """A pre-settlement without the personal account, inside the caller's unit of work: the
@@ -332,9 +355,20 @@ class SettlementService:
     ) -> StoredReply:
         """Settle once per ``msgid``; ``then(conn, reply)`` runs in the same unit of work after a NEW
         settlement is stored (not on a replay) — e.g. closing the visit — and may refuse by raising."""
-        digest = cmd.digest("settle")
+        return self.settle_with(lambda _conn: cmd, then=then)
+
+    def settle_with(
+        self,
+        build: Callable[[Connection], SettleCommand],
+        *,
+        then: Callable[[Connection, StoredReply], None] | None = None,
+    ) -> StoredReply:
+        """:meth:`settle` of the command ``build(conn)`` makes from rows it reads in the same unit of
+        work (the gateway's visit and fee lines): what is settled is what was read."""
 
         def work(conn: Connection) -> StoredReply | _PinRefused:
+            cmd = build(conn)
+            digest = cmd.digest("settle")
             try:
                 prepared = self._prepare(conn, cmd, lock=True, replay=digest)
             except _PinRefused as refused:
