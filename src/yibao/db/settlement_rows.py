@@ -160,16 +160,30 @@ _PAYERS_WITH_FAMILY = (
 # READ COMMITTED a locking statement re-reads only the locked rows after a wait, so a balance
 # joined into it could be stale.
 _LOCK = "SELECT psn_no FROM persons WHERE {payers} ORDER BY psn_no FOR UPDATE"
-_BALANCES = (
-    "SELECT owner, code, id, balance_fen FROM ledger_accounts"
+# What the engine may draw on, read after the locks, as tagged rows of one statement:
+# B personal balances (owner, code, id, fen), A accumulators (key, value), E the entry id.
+_BALANCE_ROWS = (
+    "SELECT 'B', owner, code, id, balance_fen FROM ledger_accounts"
     " WHERE {payers} AND kind IN ('psn_current', 'psn_historical')"
 )
-_ACCUMULATORS = "SELECT key, value FROM accumulators WHERE psn_no = ? AND year = ? AND insutype = ?"
-_NEXT_ENTRY_ID = {
-    "postgresql": "SELECT nextval(pg_get_serial_sequence('journal_entries', 'id'))",
+_ACCUMULATOR_ROWS = "SELECT 'A', NULL, key, 0, value FROM accumulators WHERE psn_no = ? AND year = ? AND insutype = ?"
+_ENTRY_ID_ROW = {
+    "postgresql": "SELECT 'E', NULL, NULL, nextval(pg_get_serial_sequence('journal_entries', 'id')), 0",
     # SQLite: the caller holds the database's single write lock (BEGIN IMMEDIATE).
-    "sqlite": "SELECT COALESCE(MAX(id), 0) + 1 FROM journal_entries",
+    "sqlite": "SELECT 'E', NULL, NULL, COALESCE(MAX(id), 0) + 1, 0 FROM journal_entries",
 }
+# The credential's row (or, for an ID number, the person's) and the msgid record, as one row.
+_START = (
+    "SELECT {credential}, m.msgid, m.operation, m.payload_hash, m.response_json, m.setl_id"
+    " FROM (SELECT 1 AS one) k LEFT JOIN {source} LEFT JOIN messages m ON m.msgid = ?"
+)
+_START_BY_CREDENTIAL = _START.format(
+    credential="c.psn_no, c.card_sn, c.status, c.expires_at", source="credentials c ON c.kind = ? AND c.number = ?"
+)
+_START_BY_CERTNO = _START.format(
+    credential="c.psn_no, NULL, CASE WHEN c.psn_no IS NULL THEN NULL ELSE 'active' END, NULL",
+    source="persons c ON c.certno = ?",
+)
 # Rows as (column1, column2) of a VALUES list, shared values once ("WHERE true" lets SQLite
 # parse ON CONFLICT after a SELECT).
 _INSERT_POSTINGS = (
@@ -345,28 +359,31 @@ def read_for_settlement(
     payer_params: tuple[Any, ...] = (PSN, PSN) if accounts and family else (PSN,)
     head: list[Statement] = []
     if credential is not None:
-        head.append(_credential_statement(*credential))
-    if msgid is not None:
-        head.append((_MESSAGE, (msgid,)))
+        kind, number = credential
+        if kind == "idcard":
+            head.append((_START_BY_CERTNO, (number.upper(), msgid)))
+        else:
+            head.append((_START_BY_CREDENTIAL, (kind, number, msgid)))
     statements = _visit_statements(PSN, fixmedins_code, insutype, date)
     pg = is_postgresql(conn)
     if lock and pg:
         statements.append((_LOCK.format(payers=payers.format(col="psn_no")), payer_params))
+    money_sql = [_ACCUMULATOR_ROWS]
+    money_params: list[Any] = [PSN, date.year, insutype]
     if accounts:
-        statements.append((_BALANCES.format(payers=payers.format(col="owner")), payer_params))
-    statements.append((_ACCUMULATORS, (PSN, date.year, insutype)))
+        money_sql.insert(0, _BALANCE_ROWS.format(payers=payers.format(col="owner")))
+        money_params[:0] = payer_params
     if lock:
-        statements.append((_NEXT_ENTRY_ID[conn.dialect.name], ()))
+        money_sql.append(_ENTRY_ID_ROW[conn.dialect.name])
+    statements.append((" UNION ALL ".join(money_sql), money_params))
     results = batch(conn, head + [_naming(statement, who) for statement in statements])
-    found = results.pop(0) if credential is not None else []
-    cred = None
-    if found:
-        psn_no, card_sn, status, expires_at = found[0]
-        cred = CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
-    message = None
-    if msgid is not None:
-        rows = results.pop(0)
-        message = MessageRow(*rows[0]) if rows else None
+    cred = message = None
+    if credential is not None:
+        c_psn, card_sn, status, expires_at, m_msgid, *m_rest = results.pop(0)[0]
+        if c_psn is not None:
+            cred = CredentialRow(c_psn, card_sn, status, as_datetime(expires_at))
+        if m_msgid is not None:
+            message = MessageRow(m_msgid, *m_rest)
     main, side = results.pop(0), results.pop(0)
     psn = who.params[0] if who.sql == "?" else (cred.psn_no if cred is not None else "")
     visit = _visit(psn, fixmedins_code, insutype, main, side)
@@ -374,13 +391,19 @@ def read_for_settlement(
         results.pop(0)
     balances: dict[str, tuple[int, int]] = {}
     account_ids: dict[str, int] = {}
-    for owner, code, account_id, balance in results.pop(0) if accounts else ():
-        current, historical = balances.get(owner, (0, 0))
-        balance = int(balance)
-        balances[owner] = (balance, historical) if code.endswith(":current") else (current, balance)
-        account_ids[code] = int(account_id)
-    accumulators = {key: int(value) for key, value in results.pop(0)}
-    entry_id = int(results.pop(0)[0][0]) if lock else 0
+    accumulators: dict[str, int] = {}
+    entry_id = 0
+    for tag, owner, code, number_id, value in results.pop(0):
+        if tag == "B":
+            current, historical = balances.get(owner, (0, 0))
+            balance = int(value)
+            balances[owner] = (balance, historical) if code.endswith(":current") else (current, balance)
+            account_ids[code] = int(number_id)
+        elif tag == "A":
+            accumulators[code] = int(value)
+        else:
+            entry_id = int(number_id)
+    assert entry_id > 0 or not lock, "a locked read takes an entry id"
     return Start(cred, message), visit, Money(balances, account_ids, accumulators, entry_id)
 
 
