@@ -62,9 +62,12 @@ def parse_fen(value: object, *, allow_negative: bool = False) -> int:
 
 def format_fen(fen: int) -> str:
     """Integer fen as a yuan string with exactly two decimals: 12345 -> "123.45"."""
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole}.{cents:02d}"
+    # Called ~200 times per settlement reply: digits padded to three, then the point put in.
+    if fen >= 0:
+        digits = f"{fen:03d}"
+        return digits[:-2] + "." + digits[-2:]
+    digits = f"{-fen:03d}"
+    return "-" + digits[:-2] + "." + digits[-2:]
 
 
 def parse_bp(value: object, *, signed: bool = False) -> int:

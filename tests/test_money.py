@@ -1,0 +1,23 @@
+"""Money in fen at the edges: formatting and parsing are exact inverses."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from yibao.money import format_fen, parse_fen
+
+
+@pytest.mark.parametrize(
+    ("fen", "text"), [(0, "0.00"), (5, "0.05"), (-5, "-0.05"), (100, "1.00"), (12345, "123.45"), (-12345, "-123.45")]
+)
+def test_format_fen(fen: int, text: str) -> None:
+    assert format_fen(fen) == text
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15))
+def test_format_then_parse_is_identity(fen: int) -> None:
+    text = format_fen(fen)
+    assert text.count(".") == 1 and len(text.split(".")[1]) == 2
+    assert parse_fen(text, allow_negative=True) == fen
