@@ -134,6 +134,23 @@ def _child(url: str, ids: list[int], start_at: float, seconds: float, payload: d
         db.dispose()
 
 
+def profile_sequential(svc: SettlementService, seconds: float, payload: dict[str, Any]) -> None:
+    """cProfile of settlements one after another in this thread (threads would hide the work)."""
+    tag = uuid.uuid4().hex[:6]
+    profiler = cProfile.Profile()
+    stop = time.time() + seconds
+    i = 0
+    profiler.enable()
+    while time.time() < stop:
+        psn = f"B{i % PERSONS_PER_WORKER:07d}"
+        svc.settle(SettleCommand(f"{tag}P{i:09d}", INST, Credential("01", f"E{psn}"), payload))
+        i += 1
+    profiler.disable()
+    print(f"profiled {i} settlements (one at a time, under cProfile)", file=sys.stderr)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
+
+
 def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payload: dict[str, Any],
         processes: int = 1) -> dict[str, Any]:  # fmt: skip
     """Settle for ``seconds`` with ``workers`` concurrent callers spread over ``processes`` processes."""
@@ -181,7 +198,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,8,32")
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--profile", action="store_true", help="profile the first worker count (use --workers 1)")
+    parser.add_argument("--profile", action="store_true", help="cProfile settlements one at a time")
     parser.add_argument("--processes", type=int, default=1, help="spread the workers over this many processes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -199,13 +216,9 @@ def main() -> None:
             run(db, svc, 2, 1.0, payload)  # warm-up
             for workers in counts:
                 if args.profile and workers == counts[0]:
-                    profiler = cProfile.Profile()
-                    profiler.enable()
-                    row = run(db, svc, workers, args.seconds, payload)
-                    profiler.disable()
-                    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
-                else:
-                    row = run(db, svc, workers, args.seconds, payload, args.processes)
+                    profile_sequential(svc, args.seconds, payload)
+                    continue
+                row = run(db, svc, workers, args.seconds, payload, args.processes)
                 row["db"] = kind
                 results.append(row)
                 print(f"{kind:<11} workers={workers:<3} processes={row['processes']:<2} "
