@@ -330,6 +330,11 @@ def main() -> None:
                         help="spread the clients over this many load-generating processes")  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    engine = svc_bench.SettlementEngine(
+        svc_bench.PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), svc_bench.load_demo_catalog()
+    )
+    speed = svc_bench.machine_speed(engine, svc_bench.bill())
+    print(f"machine speed: engine parse + settle of the bill {speed:.0f} µs", flush=True)
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:

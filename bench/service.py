@@ -65,6 +65,24 @@ def bill() -> dict[str, Any]:
             "feedetail": lines}  # fmt: skip
 
 
+def machine_speed(engine: SettlementEngine, payload: dict[str, Any], seconds: float = 0.5) -> float:
+    """µs of CPU for one parse + settle of the bench bill in the engine: the machine's speed right now.
+
+    This VM's speed varies over time (the host is shared): figures taken minutes apart can
+    differ by half. Printed beside each run so that runs can be compared.
+    """
+    from yibao.engine import parse_request
+
+    request = {**payload, "psn_no": "B0000000", "gend": "1", "age": 67, "psn_type": "1201", "hosp_lv": "08",
+               "insuplc_admdvs": "210600", "mdtrtarea_admvs": "210600",
+               "accounts": {"current_year": "100.00", "historical": "0.00", "family": []}}  # fmt: skip
+    count, started = 0, time.process_time()
+    while time.process_time() - started < seconds:
+        engine.settle(parse_request(request))
+        count += 1
+    return (time.process_time() - started) / count * 1e6
+
+
 def populate(db: Engine, persons: int) -> None:
     pin = hash_pin("654321")
 
@@ -205,6 +223,7 @@ def main() -> None:
     counts = [int(x) for x in args.workers.split(",")]
     engine = SettlementEngine(PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), load_demo_catalog())
     payload = bill()
+    print(f"machine speed: engine parse + settle of the bill {machine_speed(engine, payload):.0f} µs", flush=True)
     results = []
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     with tempfile.TemporaryDirectory() as tmp:
