@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, select
 
 from storage import builders as b
-from storage.invariants import assert_invariants
+from storage.invariants import INSTITUTION, assert_invariants
 from storage.test_gateway_e2e import OTHER
 from storage.test_gateway_e2e import server as e2e_server  # noqa: F401  (a fixture, used by name)
 from storage.test_gateway_inpatient import CARD, handlers_merged, line, ok, refused, signed
@@ -185,3 +186,34 @@ def test_filings(gateway: tuple[str, Engine]) -> None:
     refused(his.call("2503", {"data": {**CARD, "psn_no": "P1", "opsp_dise_code": "E11.9"}}), "时间重叠")
     refused(his.call("2502", {"data": {**CARD, "psn_no": "P1", "trt_dcla_detl_sn": dsn}}), "没有流水号")
     ok(his.call("2504", {"data": {**CARD, "psn_no": "P1", "trt_dcla_detl_sn": dsn}}))
+
+
+def test_one_visit_settles_once_under_concurrent_messages(gateway: tuple[str, Engine]) -> None:
+    """Two 2207 with different msgids for the same visit at once: one settles, the other is refused."""
+    base, db = gateway
+    his = signed(db, base)
+    today = dt.date.today().isoformat()
+    reg = ok(his.call("2201", {"data": {**CARD, "psn_no": "P1", "insutype": "310", "begntime": f"{today} 09:00:00"}}))
+    mdtrt_id = reg["data"]["mdtrt_id"]
+    ok(his.call("2204", {"feedetail": [line(mdtrt_id, "1", "001102000050000", "300.00")]}))
+    body = {"data": {"psn_no": "P1", "mdtrt_id": mdtrt_id, "acct_used_flag": "0"}}
+    replies: list[dict[str, Any]] = []
+    barrier = threading.Barrier(2)
+
+    def settle(tag: int) -> None:
+        client = signed(db, base)
+        barrier.wait()
+        replies.append(client.call("2207", body, msgid=f"{INSTITUTION}{dt.datetime.now():%Y%m%d%H%M%S}77{tag:02d}"))
+
+    threads = [threading.Thread(target=settle, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(r["infcode"] for r in replies) == [-1, 0], replies
+    loser = next(r for r in replies if r["infcode"] == -1)
+    assert "不能结算" in loser["err_msg"], loser
+    settled = transact(db, lambda c: c.execute(select(S.settlements.c.setl_id).where(
+        S.settlements.c.mdtrt_id == mdtrt_id)).all())  # fmt: skip
+    assert len(settled) == 1
+    assert_invariants(db)
