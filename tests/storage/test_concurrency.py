@@ -169,6 +169,15 @@ def _check_one_person(db: Engine, replies: list[StoredReply]) -> None:
     assert_invariants(db)
 
 
+def all_settle_never_negative(db: Engine, jobs: list[Callable[[], Any]], outcome: Outcome) -> None:
+    """Run the jobs on 32 threads: every one settles, nothing leaks, no sampled balance goes below zero."""
+    with BalanceSampler(db) as sampler:
+        hammer(jobs)
+    outcome.check_nothing_leaked(len(jobs))
+    assert len(outcome.replies) == len(jobs), [str(r) for r in outcome.refusals[:3]]
+    assert sampler.lowest is not None and sampler.lowest >= 0
+
+
 def test_one_person_small_balance(db: Engine) -> None:
     """50 settlements from 32 threads against an account that can pay for about ten of them."""
     transact(db, _one_person)
@@ -260,11 +269,7 @@ def test_shared_pool(db: Engine) -> None:
         )))
         for p, v in visits
     ]  # fmt: skip
-    with BalanceSampler(db) as sampler:
-        hammer(jobs)
-    outcome.check_nothing_leaked(len(jobs))
-    assert len(outcome.replies) == len(jobs), [str(r) for r in outcome.refusals[:3]]
-    assert sampler.lowest is not None and sampler.lowest >= 0
+    all_settle_never_negative(db, jobs, outcome)
     assert all(parse_fen(r.body["setlinfo"]["balc"]) >= 0 for r in outcome.replies)
 
     rows = settled_rows(db)
@@ -323,11 +328,7 @@ def test_one_holder_many_members(db: Engine) -> None:
         )))
         for v in range(5) for m in members
     ]  # fmt: skip
-    with BalanceSampler(db) as sampler:
-        hammer(jobs)
-    outcome.check_nothing_leaked(len(jobs))
-    assert len(outcome.replies) == len(jobs), [str(r) for r in outcome.refusals[:3]]
-    assert sampler.lowest is not None and sampler.lowest >= 0
+    all_settle_never_negative(db, jobs, outcome)
     drawn = sum(parse_fen(r.body["setlinfo"]["acct_mulaid_pay"]) for r in outcome.replies)
     assert drawn == HOLDER_BALANCE == HOLDER_BALANCE - balance(db, "H901")  # the holder's account is used up exactly
     assert_invariants(db)

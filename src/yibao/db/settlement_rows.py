@@ -75,6 +75,8 @@ class Enrolment(NamedTuple):
 
 
 class Institution(NamedTuple):
+    """A designated hospital or pharmacy (定点医药机构) as stored."""
+
     fixmedins_code: str
     name: str
     kind: str

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from .. import ledger
 from ..db import repository as repo
+from ..db import settlement_rows
 from ..db.schema import credentials, enrolments, identities, institutions, persons, pins, regions
 from ..errors import RequestError
 from ..idcard import parse_idcard
@@ -216,17 +217,8 @@ class RegionRecord:
     parent_code: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class InstitutionRecord:
-    fixmedins_code: str
-    name: str
-    kind: str
-    hosp_lv: str
-    admdvs: str
-    designated: bool
-    valid_from: dt.date
-    valid_to: dt.date | None
-    networked: bool
+#: A designated institution as stored (the same row type the settlement reads).
+InstitutionRecord = settlement_rows.Institution
 
 
 @dataclass(frozen=True, slots=True)
