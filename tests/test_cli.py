@@ -305,3 +305,12 @@ def test_the_entry_point_exit_statuses(tmp_path: Path) -> None:
     bad = subprocess.run([*entry, "settle", str(write(tmp_path, "{", "bad.json"))], capture_output=True, text=True,
                          check=False)  # fmt: skip
     assert bad.returncode == 2 and "line 1, column 2" in bad.stderr
+
+
+def test_db_purge_keys(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'y.db'}"
+    assert invoke("db", "upgrade", "--database-url", url).exit_code == 0
+    purged = invoke("db", "purge-keys", "--database-url", url)
+    assert purged.exit_code == 0 and "removed 0 idempotency key(s) older than 48 h" in purged.stdout
+    too_soon = invoke("db", "purge-keys", "--database-url", url, "--older-than-hours", "1")
+    assert too_soon.exit_code == 2  # answers are kept at least 48 hours

@@ -188,6 +188,24 @@ def db_upgrade(database_url: DatabaseOpt = None) -> None:
     typer.echo(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
 
 
+@db_app.command("purge-keys")
+def db_purge_keys(
+    database_url: DatabaseOpt = None,
+    older_than_hours: Annotated[
+        int, typer.Option("--older-than-hours", min=48, max=24 * 3650, help="Keep answers at least this long.")
+    ] = 48,
+) -> None:
+    """Forget stored Idempotency-Key answers of the /v1 API older than the given age (run it daily)."""
+    from .api.writes import purge_idempotency_keys
+    from .db import database_url as resolve_url
+    from .db import make_engine
+
+    engine = make_engine(resolve_url(database_url), pool_size=2)
+    removed = purge_idempotency_keys(engine, dt.datetime.now(), keep=dt.timedelta(hours=older_than_hours))
+    engine.dispose()
+    typer.echo(f"removed {removed} idempotency key(s) older than {older_than_hours} h")
+
+
 @db_app.command("seed-demo")
 def db_seed_demo(
     database_url: DatabaseOpt = None,

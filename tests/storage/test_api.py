@@ -28,6 +28,7 @@ from storage import builders as b
 from storage.invariants import assert_invariants
 from storage.test_smoke_settlement import ENGINE, PAYLOAD
 from yibao.api import create_staff, mount
+from yibao.api.writes import purge_idempotency_keys
 from yibao.db import repository as repo
 from yibao.db import schema as S
 from yibao.errors import SettlementRefused
@@ -331,6 +332,27 @@ def test_reversal_idempotency(api: Api) -> None:
     assert {(s["kind"], s["reversed_by"]) for s in listed} == {("settle", reversal_id), ("reversal", None)}
     assert api.get("/v1/persons/P1/settlements", op, params={"kind": "reversal"}).json()["items"][0][
         "reverses_setl_id"] == setl_id  # fmt: skip
+    assert_invariants(api.db)
+
+
+def test_old_idempotency_keys_are_purged_not_younger_ones(api: Api) -> None:
+    setl_id = api.settle("M-PURGE")
+    op = api.staff("oper")
+    url = f"/v1/settlements/{setl_id}/reversals"
+    first = api.post(url, op, {"reason": "wrong patient"}, key="purge-1")
+    assert first.status_code == 201
+    # Younger than the retention: kept, a retry replays.
+    assert purge_idempotency_keys(api.db, api.clock.now + dt.timedelta(hours=47)) == 0
+    assert api.post(url, op, {"reason": "wrong patient"}, key="purge-1").headers["idempotent-replayed"] == "true"
+    with pytest.raises(ValueError):
+        purge_idempotency_keys(api.db, api.clock.now, keep=dt.timedelta(hours=1))
+    # Past it: forgotten. The same key is then a new API request, and the settlement service's own
+    # msgid record still answers it with the one reversal made: money moved once.
+    assert purge_idempotency_keys(api.db, api.clock.now + dt.timedelta(hours=49)) == 1
+    again = api.post(url, op, {"reason": "wrong patient"}, key="purge-1")
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert again.json()["reversal"]["setl_id"] == first.json()["reversal"]["setl_id"]
+    assert count(api.db, S.settlements, S.settlements.c.kind == "reversal") == 1
     assert_invariants(api.db)
 
 

@@ -10,13 +10,14 @@ leaves nothing behind and may be retried with the same key.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Response
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..db.schema import api_idempotency
@@ -27,7 +28,10 @@ from .auth import Caller
 from .context import Context
 from .problems import ApiError
 
-__all__ = ["Change", "fingerprint", "perform"]
+__all__ = ["KEY_RETENTION", "Change", "fingerprint", "perform", "purge_idempotency_keys"]
+
+#: How long a stored Idempotency-Key answer is kept at least (a retry later than this runs again).
+KEY_RETENTION = dt.timedelta(hours=48)
 
 REPLAY_HEADER = "Idempotent-Replayed"
 #: Attempts when a concurrent request with the same key commits first.
@@ -122,3 +126,20 @@ def perform(
     if answer.status == 204:
         return Response(status_code=204, headers=headers)
     return Response(content=answer.content, status_code=answer.status, media_type="application/json", headers=headers)
+
+
+def purge_idempotency_keys(db: Engine, now: dt.datetime, *, keep: dt.timedelta = KEY_RETENTION) -> int:
+    """Forget Idempotency-Key answers older than ``keep``; how many were removed.
+
+    Only the API's replay records go: the audit log and the gateway's ``msgid`` records
+    (which 冲正 and reconciliation rely on) are kept.
+    """
+    if keep < KEY_RETENTION:
+        raise ValueError(f"keys are kept at least {KEY_RETENTION}")
+    cutoff = now - keep
+
+    def work(conn: Connection) -> int:
+        result = conn.execute(api_idempotency.delete().where(api_idempotency.c.created_at < cutoff))
+        return int(result.rowcount)
+
+    return transact(db, work)
