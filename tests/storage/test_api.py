@@ -28,6 +28,7 @@ from storage import builders as b
 from storage.invariants import assert_invariants
 from storage.test_smoke_settlement import ENGINE, PAYLOAD
 from yibao.api import create_staff, mount
+from yibao.api.ratelimit import MAX_FAILURES, LoginLimiter
 from yibao.api.writes import purge_idempotency_keys
 from yibao.db import repository as repo
 from yibao.db import schema as S
@@ -333,6 +334,28 @@ def test_reversal_idempotency(api: Api) -> None:
     assert api.get("/v1/persons/P1/settlements", op, params={"kind": "reversal"}).json()["items"][0][
         "reverses_setl_id"] == setl_id  # fmt: skip
     assert_invariants(api.db)
+
+
+def test_failed_logins_from_one_address_are_limited(api: Api) -> None:
+    """Guessing identities: after 20 failed logins in a minute the address is answered 429, whatever it tries."""
+    for n in range(MAX_FAILURES):
+        problem(api.login(kind="person", card_number=f"GUESS{n:04d}", pin=b.PIN), 401, "LOGIN_FAILED")
+    limited = api.login(kind="staff", username="admin", password=PASSWORD)
+    problem(limited, 429, "TOO_MANY_FAILED_LOGINS")
+    assert 1 <= int(limited.headers["retry-after"]) <= 61
+
+
+def test_login_limiter_window() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(max_failures=3, window_s=60, clock=lambda: now[0])
+    for t in (0.0, 10.0, 20.0):
+        now[0] = t
+        assert limiter.retry_after_s("10.0.0.1") == 0
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after_s("10.0.0.1") == 41  # until the first failure leaves the window
+    assert limiter.retry_after_s("10.0.0.2") == 0  # other addresses are not affected
+    now[0] = 60.5
+    assert limiter.retry_after_s("10.0.0.1") == 0
 
 
 def test_old_idempotency_keys_are_purged_not_younger_ones(api: Api) -> None:

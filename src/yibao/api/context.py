@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 from ..policy import PolicyStore
 from ..service.settlement import SettlementService
 from ..service.uow import transact
+from .ratelimit import LoginLimiter
 
 __all__ = ["Clock", "Context"]
 
@@ -26,6 +27,7 @@ class Context:
     clock: Clock
     person_ttl: dt.timedelta
     staff_ttl: dt.timedelta
+    login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
 
     @property
     def policies(self) -> PolicyStore:

@@ -54,6 +54,7 @@ _TITLES = {
     413: "Request too large",
     415: "Unsupported media type",
     422: "Unprocessable input",
+    429: "Too many requests",
     500: "Internal error",
 }
 #: Service codes that mean "the current state does not allow this", answered 409.
@@ -333,6 +334,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         415: "The body is not application/json",
         422: "Invalid input; `field` names it",
+        429: "Too many failed attempts from this client; see Retry-After",
     }
     ref = {"$ref": "#/components/schemas/Problem"}
     return {

@@ -5,7 +5,7 @@
 
 from typing import Annotated
 
-from fastapi import Body, Depends, Response
+from fastapi import Body, Depends, Request, Response
 from sqlalchemy import Connection, update
 
 from ..db.schema import api_sessions
@@ -13,6 +13,7 @@ from ..service.uow import transact
 from .audit import audit
 from .auth import Caller, login_person, login_staff, token_hash
 from .models import PersonLogin, SessionOut, StaffLogin, WhoAmI
+from .problems import ApiError
 from .routing import Registrar
 
 __all__ = ["register"]
@@ -20,20 +21,37 @@ __all__ = ["register"]
 
 def register(r: Registrar) -> None:
     ctx = r.ctx
+    limiter = ctx.login_limiter
     CallerDep = Annotated[Caller, Depends(r.caller)]
 
     @r.route("POST", "/sessions", tag="sessions", response_model=SessionOut, status_code=201,
-             errors=(400, 401, 422), summary="Log in: a person with ID/card number + PIN, or staff")  # fmt: skip
-    def create_session(body: Annotated[PersonLogin | StaffLogin, Body(discriminator="kind")]) -> SessionOut:
+             errors=(400, 401, 422, 429), summary="Log in: a person with ID/card number + PIN, or staff")  # fmt: skip
+    def create_session(
+        body: Annotated[PersonLogin | StaffLogin, Body(discriminator="kind")], request: Request
+    ) -> SessionOut:
         """Returns a bearer token with its expiry.
 
         A person's wrong PIN counts towards the settlement PIN lock (shared with
         hospitals and pharmacies); a locked PIN answers 401 with code ``PIN_LOCKED``.
+        A client address with too many failed logins in a minute is answered 429
+        ``TOO_MANY_FAILED_LOGINS`` (with ``Retry-After``), whatever it tries.
         """
-        if isinstance(body, PersonLogin):
-            login = login_person(ctx, id_number=body.id_number, card_number=body.card_number, pin=body.pin)
-        else:
-            login = login_staff(ctx, username=body.username, password=body.password)
+        client = request.client.host if request.client is not None else "unknown"
+        wait_s = limiter.retry_after_s(client)
+        if wait_s:
+            raise ApiError(
+                429, "TOO_MANY_FAILED_LOGINS", f"too many failed logins from this address: retry in {wait_s} s",
+                headers={"Retry-After": str(wait_s)},
+            )  # fmt: skip
+        try:
+            if isinstance(body, PersonLogin):
+                login = login_person(ctx, id_number=body.id_number, card_number=body.card_number, pin=body.pin)
+            else:
+                login = login_staff(ctx, username=body.username, password=body.password)
+        except ApiError as refused:
+            if refused.status == 401:
+                limiter.failed(client)
+            raise
         c = login.caller
         return SessionOut(
             token=login.token, expires_at=c.expires_at, kind=c.kind, subject=c.subject, role=c.role,
