@@ -1,17 +1,18 @@
 """The rows one settlement reads and writes, in as few round trips as the data allows.
 
-A settlement (2207) is four round trips on PostgreSQL (see :mod:`.fastsql`):
+A settlement (2207) is three round trips on PostgreSQL (see :mod:`.fastsql`):
 
-1. the ``msgid`` record (a retry replays it) and the credential (which person);
-2. the visit: person, enrolment and institution (one row), filings, identities and
-   family bindings (one tagged list); then row locks on the person and — when the
-   account is used with 家庭共济 — every bound account holder, taken by ONE statement
-   in ``psn_no`` order (two settlements never wait on each other in opposite orders),
+1. the read, five statements in one pipeline, each naming the person through the
+   credential's subquery: the credential's row with the ``msgid`` record (a retry
+   replays it); person, enrolment and institution (one row); filings, identities and
+   family bindings (tagged rows); row locks on the person and — when the account is
+   used with 家庭共济 — every bound account holder, taken by ONE statement in
+   ``psn_no`` order (two settlements never wait on each other in opposite orders);
    and, read after the locks, personal balances, the year's accumulators and an id
-   for the journal entry;
-3. the journal entry with its postings, personal balances, accumulators, the
+   for the journal entry (tagged rows);
+2. the journal entry with its postings, personal balances, accumulators, the
    settlement row and the msgid record, merged into few statements;
-4. the commit.
+3. the commit.
 
 Values come back as small immutable rows with the column names the service uses.
 """
