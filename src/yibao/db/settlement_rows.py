@@ -42,7 +42,6 @@ __all__ = [
     "Visit",
     "Who",
     "credential_names",
-    "person_is",
     "read_credential",
     "read_for_settlement",
     "read_message",
@@ -294,7 +293,7 @@ def read_visit(conn: Connection, psn_no: str, fixmedins_code: str, insutype: str
 
 
 class Who(NamedTuple):
-    """How a statement names the person: ``?`` with a ``psn_no``, or the credential's subquery."""
+    """How a statement names the person: the credential's scalar subquery and its parameters."""
 
     sql: str
     params: tuple[str, ...]
@@ -302,10 +301,6 @@ class Who(NamedTuple):
 
 #: Marks the person's place among a statement's parameters (see :func:`_naming`).
 PSN: Any = object()
-
-
-def person_is(psn_no: str) -> Who:
-    return Who("?", (psn_no,))
 
 
 def credential_names(kind: str, number: str) -> Who:
@@ -338,7 +333,7 @@ def _naming(statement: Statement, who: Who) -> Statement:
 
 def read_for_settlement(
     conn: Connection,
-    who: Who,
+    credential: tuple[str, str],
     fixmedins_code: str,
     insutype: str,
     date: dt.date,
@@ -347,26 +342,25 @@ def read_for_settlement(
     family: bool,
     lock: bool,
     msgid: str | None = None,
-    credential: tuple[str, str] | None = None,
 ) -> tuple[Start, Visit, Money]:
-    """The visit, and under row locks (``lock``) what the engine may draw on — one round trip.
+    """The credential's row, the visit, and under row locks (``lock``) what the engine may draw
+    on — one round trip.
 
-    ``who`` names the person (by ``psn_no``, or by the credential presented, whose row
-    is then read too: ``credential`` = (kind, number)); with ``msgid`` that message's
-    record comes along. ``accounts``: the personal account is used, so balances are
-    read — with ``family`` also those of the bound account holders, who are then locked
-    too. The person is always locked, as their accumulators move. Without ``lock``
-    (pre-settlement) nothing is locked and no entry id is taken.
+    ``credential`` = (kind, number) names the person; every statement finds them through
+    it (:func:`credential_names`). With ``msgid`` that message's record comes along.
+    ``accounts``: the personal account is used, so balances are read — with ``family``
+    also those of the bound account holders, who are then locked too. The person is
+    always locked, as their accumulators move. Without ``lock`` (pre-settlement)
+    nothing is locked and no entry id is taken.
     """
+    kind, number = credential
+    who = credential_names(kind, number)
     payers = _PAYERS_WITH_FAMILY if accounts and family else _PAYERS
     payer_params: tuple[Any, ...] = (PSN, PSN) if accounts and family else (PSN,)
-    head: list[Statement] = []
-    if credential is not None:
-        kind, number = credential
-        if kind == "idcard":
-            head.append((_START_BY_CERTNO, (number.upper(), msgid)))
-        else:
-            head.append((_START_BY_CREDENTIAL, (kind, number, msgid)))
+    if kind == "idcard":
+        head: list[Statement] = [(_START_BY_CERTNO, (number.upper(), msgid))]
+    else:
+        head = [(_START_BY_CREDENTIAL, (kind, number, msgid))]
     statements = _visit_statements(PSN, fixmedins_code, insutype, date)
     pg = is_postgresql(conn)
     if lock and pg:
@@ -381,15 +375,13 @@ def read_for_settlement(
     statements.append((" UNION ALL ".join(money_sql), money_params))
     results = batch(conn, head + [_naming(statement, who) for statement in statements])
     cred = message = None
-    if credential is not None:
-        c_psn, card_sn, status, expires_at, m_msgid, *m_rest = results.pop(0)[0]
-        if c_psn is not None:
-            cred = CredentialRow(c_psn, card_sn, status, as_datetime(expires_at))
-        if m_msgid is not None:
-            message = MessageRow(m_msgid, *m_rest)
+    c_psn, card_sn, status, expires_at, m_msgid, *m_rest = results.pop(0)[0]
+    if c_psn is not None:
+        cred = CredentialRow(c_psn, card_sn, status, as_datetime(expires_at))
+    if m_msgid is not None:
+        message = MessageRow(m_msgid, *m_rest)
     main, side = results.pop(0), results.pop(0)
-    psn = who.params[0] if who.sql == "?" else (cred.psn_no if cred is not None else "")
-    visit = _visit(psn, fixmedins_code, insutype, main, side)
+    visit = _visit(cred.psn_no if cred is not None else "", fixmedins_code, insutype, main, side)
     if lock and pg:
         results.pop(0)
     balances: dict[str, tuple[int, int]] = {}

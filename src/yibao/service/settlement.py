@@ -240,8 +240,8 @@ class SettlementService:
             _psn, refused = judge_credential(cmd.credential, None, now)
             raise SettlementRefused(tuple(refused))
         start, visit, money = rows.read_for_settlement(
-            conn, rows.credential_names(kind, cmd.credential.number), cmd.fixmedins_code, insutype, date,
-            accounts=acct, family=cmd.use_family, lock=lock, msgid=msgid, credential=(kind, cmd.credential.number),
+            conn, (kind, cmd.credential.number), cmd.fixmedins_code, insutype, date,
+            accounts=acct, family=cmd.use_family, lock=lock, msgid=msgid,
         )  # fmt: skip
         if replay is not None:
             stored = self._replay_row(conn, start.message, replay)
@@ -330,9 +330,8 @@ class SettlementService:
         if kind is None:
             return judge_credential(credential, None, self.clock())
         start, visit, _money = rows.read_for_settlement(
-            conn, rows.credential_names(kind, credential.number), fixmedins_code, insutype, date,
-            accounts=False, family=False, lock=False, credential=(kind, credential.number),
-        )  # fmt: skip
+            conn, (kind, credential.number), fixmedins_code, insutype, date, accounts=False, family=False, lock=False
+        )
         psn_no, reasons = judge_credential(credential, start.credential, self.clock())
         if psn_no is None or reasons:
             return psn_no, reasons
