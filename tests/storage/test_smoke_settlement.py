@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -9,6 +12,7 @@ from storage import builders as b
 from yibao import Engine as SettlementEngine
 from yibao import PolicyStore, load_demo_catalog
 from yibao.db import repository as repo
+from yibao.errors import SettlementRefused
 from yibao.service.credentials import Credential
 from yibao.service.settlement import SettleCommand, SettlementService
 from yibao.service.uow import transact
@@ -78,3 +82,19 @@ def test_server_dropped_connections_are_retried_on_fresh_ones(db: Engine) -> Non
     second = svc.settle(SettleCommand("R2", "H21060000001", cred, PAYLOAD))
     assert not second.replayed and second.setl_id != first.setl_id
     assert svc.settle(SettleCommand("R2", "H21060000001", cred, PAYLOAD)).replayed
+
+
+def test_settle_with_an_id_number(db: Engine) -> None:
+    """mdtrt_cert_type 02: the ID number names the person (and the PIN guards the account)."""
+    transact(db, lambda conn: (b.institution(conn), b.person(conn, "P1", balance_fen=80000)))
+    svc = SettlementService(db, ENGINE, clock=lambda: b.NOW)
+    certno = b.certno("210600", dt.date(1958, 5, 1), 1, "1")
+    settled = svc.settle(SettleCommand("ID1", "H21060000001", Credential("02", certno.lower(), None, b.PIN), PAYLOAD))
+    assert settled.body["setlinfo"]["psn_no"] == "P1" and settled.body["setlinfo"]["acct_pay"] == "595.00"
+    unknown = b.certno("210600", dt.date(1990, 1, 1), 3, "1")
+    with pytest.raises(SettlementRefused) as refused:
+        svc.settle(SettleCommand("ID2", "H21060000001", Credential("02", unknown, None, b.PIN), PAYLOAD))
+    assert [r.code for r in refused.value.reasons] == ["PERSON_NOT_FOUND"]
+    with pytest.raises(SettlementRefused) as wrong_pin:
+        svc.settle(SettleCommand("ID3", "H21060000001", Credential("02", certno, None, "000000"), PAYLOAD))
+    assert [r.code for r in wrong_pin.value.reasons] == ["PIN_WRONG"]
