@@ -21,8 +21,6 @@ from .schema import (
     accumulators,
     credentials,
     enrolments,
-    family_bindings,
-    filings,
     identities,
     institutions,
     journal_entries,
@@ -64,17 +62,6 @@ _IDENTITIES = select(identities.c.idet_type).where(
     identities.c.psn_no == bindparam("p"),
     identities.c.begn_date <= bindparam("d"),
     or_(identities.c.end_date.is_(None), identities.c.end_date >= bindparam("d")),
-)
-_FILINGS = select(filings).where(
-    filings.c.psn_no == bindparam("p"),
-    filings.c.status == "active",
-    filings.c.begn_date <= bindparam("d"),
-    or_(filings.c.end_date.is_(None), filings.c.end_date >= bindparam("d")),
-)
-_BINDINGS_FOR_MEMBER = (
-    select(family_bindings)
-    .where(family_bindings.c.member_psn_no == bindparam("p"), family_bindings.c.unbound_at.is_(None))
-    .order_by(family_bindings.c.id)
 )
 _CREDENTIAL = select(credentials).where(credentials.c.kind == bindparam("kind"), credentials.c.number == bindparam("n"))
 _PIN = select(pins).where(pins.c.psn_no == bindparam("p"))
@@ -132,15 +119,6 @@ def enrolments_of(conn: Connection, psn_no: str) -> Sequence[Row[Any]]:
 
 def identities_on(conn: Connection, psn_no: str, date: dt.date) -> frozenset[str]:
     return frozenset(conn.execute(_IDENTITIES, {"p": psn_no, "d": date}).scalars())
-
-
-def filings_on(conn: Connection, psn_no: str, date: dt.date) -> Sequence[Row[Any]]:
-    """Active filings valid on ``date`` (a stay admitted within validity counts)."""
-    return conn.execute(_FILINGS, {"p": psn_no, "d": date}).all()
-
-
-def active_bindings_for_member(conn: Connection, member: str) -> Sequence[Row[Any]]:
-    return conn.execute(_BINDINGS_FOR_MEMBER, {"p": member}).all()
 
 
 def credential(conn: Connection, kind: str, number: str) -> Row[Any] | None:
