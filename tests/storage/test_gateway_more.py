@@ -217,3 +217,14 @@ def test_one_visit_settles_once_under_concurrent_messages(gateway: tuple[str, En
         S.settlements.c.mdtrt_id == mdtrt_id)).all())  # fmt: skip
     assert len(settled) == 1
     assert_invariants(db)
+
+
+def test_accumulators_5206(gateway: tuple[str, Engine]) -> None:
+    base, db = gateway
+    his = signed(db, base)
+    year = dt.date.today().year
+    out = ok(his.call("5206", {"data": {"psn_no": "P1", "cum_ym": f"{year}01", "insutype": "310"}}))
+    assert isinstance(out, dict)
+    # A cum_ym that does not start with a year is the caller's error, named, not an internal one.
+    message = refused(his.call("5206", {"data": {"psn_no": "P1", "cum_ym": "x2025"}}), "cum_ym")
+    assert "平台内部错误" not in message
