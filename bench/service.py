@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, insert, text
+from sqlalchemy import Connection, Engine, create_engine, insert, make_url, text
 
 from yibao import Engine as SettlementEngine
 from yibao import PolicyStore, ledger, load_demo_catalog
@@ -143,13 +143,42 @@ def _threads(svc: SettlementService, ids: list[int], start_at: float, seconds: f
 
 
 def _child(url: str, ids: list[int], start_at: float, seconds: float, payload: dict[str, Any], tag: str
-           ) -> tuple[list[float], int]:  # fmt: skip
+           ) -> tuple[list[float], int, float]:  # fmt: skip
     engine = SettlementEngine(PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), load_demo_catalog())
     db = make_engine(url, pool_size=len(ids) + 2)
     try:
-        return _threads(SettlementService(db, engine, clock=lambda: NOW), ids, start_at, seconds, payload, tag)
+        svc = SettlementService(db, engine, clock=lambda: NOW)
+        cpu = _cpu_between(start_at)
+        flat, errors = _threads(svc, ids, start_at, seconds, payload, tag)
+        cpu = time.process_time() - cpu
+        time.sleep(0.5)  # keep the server's backends (and their CPU counters) alive until the parent reads them
+        return flat, errors, cpu
     finally:
         db.dispose()
+
+
+def _cpu_between(start_at: float) -> float:
+    """This process's CPU clock at wall-clock ``start_at`` (sleeping until then)."""
+    time.sleep(max(0.0, start_at - time.time()))
+    return time.process_time()
+
+
+def _server_ticks() -> int:
+    """utime + stime of every live PostgreSQL process on this machine, in clock ticks."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as f:
+                if f.read().strip() != b"postgres":
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def profile_sequential(svc: SettlementService, seconds: float, payload: dict[str, Any]) -> None:
@@ -175,7 +204,9 @@ def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payloa
     tag = uuid.uuid4().hex[:6]
     procs = max(1, min(processes, workers))
     if procs == 1:
+        ticks, cpu = _server_ticks(), time.process_time()
         flat, errors = _threads(svc, list(range(workers)), time.time(), seconds, payload, tag)
+        client_cpu, server_ticks = time.process_time() - cpu, _server_ticks()
     else:
         url = db.url.render_as_string(hide_password=False)
         groups = [list(range(workers))[k::procs] for k in range(procs)]
@@ -183,9 +214,15 @@ def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payloa
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
             futures = [pool.submit(_child, url, ids, start_at, seconds, payload, tag) for ids in groups]
+            time.sleep(max(0.0, start_at - time.time()))
+            ticks = _server_ticks()
+            time.sleep(max(0.0, start_at + seconds + 0.2 - time.time()))
+            server_ticks = _server_ticks()
             outcomes = [f.result() for f in futures]
-        flat = [x for lat, _ in outcomes for x in lat]
-        errors = sum(e for _, e in outcomes)
+        flat = [x for lat, _, _ in outcomes for x in lat]
+        errors = sum(e for _, e, _ in outcomes)
+        client_cpu = sum(c for _, _, c in outcomes)
+    server_cpu = (server_ticks - ticks) / os.sysconf("SC_CLK_TCK")
     flat.sort()
     q = statistics.quantiles(flat, n=100) if len(flat) >= 100 else [flat[-1]] * 99
     return {
@@ -196,6 +233,8 @@ def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payloa
         "per_s": round(len(flat) / seconds, 1),
         "p50_ms": round(q[49] * 1000, 2),
         "p99_ms": round(q[98] * 1000, 2),
+        "python_cpu_ms": round(client_cpu * 1000 / max(1, len(flat)), 3),
+        "server_cpu_ms": round(server_cpu * 1000 / max(1, len(flat)), 3),
     }
 
 
@@ -207,7 +246,8 @@ def database(kind: str, pg_url: str, tmp: Path) -> tuple[Engine, Any]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return make_engine(pg_url.rsplit("/", 1)[0] + f"/{name}", pool_size=40), (admin, name)
+    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    return make_engine(url, pool_size=40), (admin, name)
 
 
 def main() -> None:
@@ -244,6 +284,8 @@ def main() -> None:
                       f"{row['per_s']:>8.1f}/s  p50 {row['p50_ms']:>7.2f} ms  "
                       f"p99 {row['p99_ms']:>7.2f} ms  ({row['settlements']} settlements, {row['errors']} errors)",
                       flush=True)  # fmt: skip
+                server = f", PostgreSQL {row['server_cpu_ms']:.2f} ms" if kind == "postgresql" else ""
+                print(f"{'':<11} CPU per settlement: Python {row['python_cpu_ms']:.2f} ms{server}", flush=True)
             db.dispose()
             if cleanup is not None:
                 admin, name = cleanup
