@@ -57,9 +57,12 @@ def make_engine(url: str | None = None, *, pool_size: int = 40, echo: bool = Fal
     # No pre-ping: it would cost a round trip per unit of work. A connection the server
     # dropped fails its first statement, is invalidated, and the unit of work retries
     # on a fresh one (uow.transact).
+    # prepare_threshold=None: psycopg prepares nothing of its own. Its rollback would
+    # otherwise send DEALLOCATE ALL, dropping the hot path's statements (db.pg_pipeline).
     return create_engine(
-        resolved, echo=echo, pool_size=pool_size, max_overflow=0, pool_recycle=3600, isolation_level="READ COMMITTED"
-    )
+        resolved, echo=echo, pool_size=pool_size, max_overflow=0, pool_recycle=3600, isolation_level="READ COMMITTED",
+        connect_args={"prepare_threshold": None},
+    )  # fmt: skip
 
 
 def _sqlite_discipline(engine: Engine) -> None:

@@ -5,11 +5,11 @@ per-statement work (compilation cache, parameter processing, result proxies) cos
 more than the database spends on them, and on PostgreSQL every statement is a round
 trip. Here the hot path talks to the DB-API driver under the same ``Connection``:
 
-- psycopg: server-side prepared statements, and a *batch* of statements sent in one
-  pipeline (one round trip) with every result read back;
+- PostgreSQL: a *batch* of statements, each prepared once per connection, sent in one
+  libpq pipeline (one round trip) with every result read back (:mod:`.pg_pipeline`);
 - sqlite3: the statements in order, on the driver's statement cache.
 
-SQL is written once with ``?`` placeholders (translated to ``%s`` for psycopg).
+SQL is written once with ``?`` placeholders (numbered ``$n`` for PostgreSQL).
 Parameters are plain values; dates and timestamps are stored as SQLAlchemy stores
 them, so rows written here and rows written through Core read back the same.
 Driver errors are re-raised as SQLAlchemy's ``DBAPIError`` subclasses, so callers
@@ -22,9 +22,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg.pq import ExecStatus
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
+
+from . import pg_pipeline
 
 __all__ = ["Statement", "as_date", "as_datetime", "batch", "is_postgresql", "write"]
 
@@ -34,22 +35,12 @@ Statement = tuple[str, Sequence[Any]]
 #: Upper bound on statements per batch: a batch is one settlement's reads or writes.
 MAX_BATCH = 64
 
-#: psycopg parses a statement with more parameters than this on every execution.
+#: Parameters per merged statement: bounds how many statement shapes (each prepared once
+#: per connection) the merging can make.
 MAX_MERGED_PARAMS = 50
-
-_PG_SQL: dict[str, str] = {}
-
 
 def is_postgresql(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
-
-
-def _pg(sql: str) -> str:
-    converted = _PG_SQL.get(sql)
-    if converted is None:
-        assert "%" not in sql, "placeholders are '?'; a literal % would need escaping for psycopg"
-        converted = _PG_SQL[sql] = sql.replace("?", "%s")
-    return converted
 
 
 def _sqlite_param(value: Any) -> Any:
@@ -71,12 +62,7 @@ def batch(conn: Connection, statements: Sequence[Statement]) -> list[list[tuple[
     sql, params = statements[0]
     try:
         if is_postgresql(conn):
-            with raw.pipeline():
-                cursors = []
-                for sql, params in statements:
-                    cursors.append(raw.execute(_pg(sql), params, prepare=True))
-            # (Checking the result status directly: ``description`` builds column objects.)
-            return [cur.fetchall() if cur.pgresult.status == ExecStatus.TUPLES_OK else [] for cur in cursors]
+            return pg_pipeline.run(raw, statements)
         out = []
         cursor = raw.cursor()
         try:
@@ -98,9 +84,8 @@ def batch(conn: Connection, statements: Sequence[Statement]) -> list[list[tuple[
 def write(conn: Connection, statements: Sequence[Statement]) -> None:
     """Run data-changing statements that return nothing, all or none, in one round trip.
 
-    On PostgreSQL consecutive statements are joined into as few statements as
-    psycopg still parses once and caches (at most :data:`MAX_MERGED_PARAMS`
-    parameters each) — each but the last a data-modifying ``WITH`` part — so the
+    On PostgreSQL consecutive statements are joined into few statements (at most
+    :data:`MAX_MERGED_PARAMS` parameters each) — each but the last a data-modifying ``WITH`` part — so the
     server parses, plans and executes fewer statements. Parts of one statement run
     on one snapshot and must not touch the same row twice (callers merge such
     changes); foreign keys between parts hold, as they are checked at the end.
