@@ -133,6 +133,9 @@ class SettlementResult(NamedTuple):
         return info
 
     def to_json(self, *, trace: bool = True) -> dict[str, Any]:
+        steps = [step_to_json(step) for step in self.trace] if trace else []
+        # A fund's setl_proc_info is its trace steps in Chinese: reuse what the trace rendered.
+        zh_text = {id(step): rendered["text"]["zh"] for step, rendered in zip(self.trace, steps, strict=False)}
         out: dict[str, Any] = {
             "setlinfo": self.setlinfo(),
             "setldetail": [
@@ -142,7 +145,7 @@ class SettlementResult(NamedTuple):
                     "inscp_scp_amt": format_fen(d.inscp_scp_fen),
                     "crt_payb_lmt_amt": None if d.crt_payb_lmt_fen is None else format_fen(d.crt_payb_lmt_fen),
                     "fund_payamt": format_fen(d.fund_payamt_fen),
-                    "setl_proc_info": d.setl_proc_info,
+                    "setl_proc_info": " ".join(zh_text.get(id(step)) or render(step, "zh") for step in d.steps),
                 }
                 for d in self.details
             ],
@@ -187,7 +190,7 @@ class SettlementResult(NamedTuple):
             "warnings": list(self.warnings),
         }
         if trace:
-            out["trace"] = [step_to_json(step) for step in self.trace]
+            out["trace"] = steps
         return out
 
 

@@ -104,23 +104,32 @@ def describe_conditions(cond: Conditions | None, lang: Lang) -> str:
 
 
 def _fmt_args(args: Mapping[str, Any], lang: Lang) -> dict[str, str]:
-    out: dict[str, str] = {}
+    common, zh, en = _fmt_split(args)
+    return {**common, **(zh if lang == "zh" else en)}
+
+
+def _fmt_split(args: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The arguments as text: (the same in both languages, Chinese only, English only)."""
+    common: dict[str, str] = {}
+    zh: dict[str, str] = {}
+    en: dict[str, str] = {}
     for key, value in args.items():
         if key.endswith("_fen") and isinstance(value, int):
-            out[key] = format_fen(value)
+            common[key] = format_fen(value)
         elif key.endswith("_fen") and value is None:
-            out[key] = "不设上限" if lang == "zh" else "no cap"
+            zh[key], en[key] = "不设上限", "no cap"
         elif key.endswith("_bp") and isinstance(value, int):
-            out[key] = _pct(value)
+            common[key] = _pct(value)
         elif isinstance(value, Conditions):
-            out[key] = describe_conditions(value, lang)
+            zh[key], en[key] = describe_conditions(value, "zh"), describe_conditions(value, "en")
         elif key == "reasons":
-            out[key] = "; ".join(pair[0 if lang == "zh" else 1] for pair in value)
+            zh[key], en[key] = "; ".join(pair[0] for pair in value), "; ".join(pair[1] for pair in value)
         elif key == "adjust":
-            out[key] = "".join(_adjustment(adj, lang) for adj in value)
+            zh[key] = "".join(_adjustment(adj, "zh") for adj in value)
+            en[key] = "".join(_adjustment(adj, "en") for adj in value)
         else:
-            out[key] = "" if value is None else str(value)
-    return out
+            common[key] = "" if value is None else str(value)
+    return common, zh, en
 
 
 # kind -> (Chinese template, English template); placeholders are argument names.
@@ -224,7 +233,8 @@ def _source_json(source: Source | None) -> dict[str, Any] | None:
 
 
 def step_to_json(step: TraceStep) -> dict[str, Any]:
-    zh = _fmt_args(step.args, "zh")
+    common, zh_only, en_only = _fmt_split(step.args)
+    zh = {**common, **zh_only}
     args = {k: v for k, v in zh.items() if not k.endswith(("_zh", "_en"))}
     return {
         "kind": step.kind,
@@ -233,5 +243,5 @@ def step_to_json(step: TraceStep) -> dict[str, Any]:
         "rule": f"policy.{step.rule}" if step.rule else None,
         "source": _source_json(step.source),
         "args": args,
-        "text": {"zh": _render(step, zh, "zh"), "en": render(step, "en")},
+        "text": {"zh": _render(step, zh, "zh"), "en": _render(step, {**common, **en_only}, "en")},
     }
