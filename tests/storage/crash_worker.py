@@ -16,10 +16,12 @@ a business refusal is written as ``NAK <msgid> <code>``. ``DONE`` ends a complet
 
 * ``before_ack`` — a reply came back (its transaction committed) but its ACK is not written yet;
 * ``after_commit`` — right after a unit of work committed, before the service returns the reply;
-* ``before_commit`` — the unit of work has done everything but commit;
+* ``before_commit`` — the unit of work has done everything but commit (a 冲正's writes are then
+  uncommitted; a settlement's commit went with its writes);
 * ``read_money`` — a settlement holds its row locks and has read balances and accumulators;
 * ``write_settlement`` — a settlement's rows (entry, postings, balances, accumulators, settlement,
-  msgid record) are written, not committed;
+  msgid record) are written; a settlement with nothing left to do sends its commit with them, so
+  here it is committed and its reply not yet returned;
 * ``post_entry`` / ``add_accumulators`` — a 冲正's compensating entry / accumulator decrease is
   written, mid-transaction;
 * ``store_reply`` — a 冲正's reversal row is written, its reply not yet stored under its msgid.

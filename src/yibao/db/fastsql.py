@@ -54,21 +54,28 @@ def _sqlite_param(value: Any) -> Any:
     return value
 
 
-def batch(conn: Connection, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
-    """Run ``statements`` in order in the open transaction; each one's rows (``[]`` if none)."""
+def batch(
+    conn: Connection, statements: Sequence[Statement], *, commit: bool = False
+) -> list[list[tuple[Any, ...]]]:
+    """Run ``statements`` in order in the open transaction; each one's rows (``[]`` if none).
+
+    ``commit`` ends the transaction with them, in the same round trip: for a unit of
+    work's last statements (its own commit then finds nothing left to do)."""
     assert 0 < len(statements) <= MAX_BATCH, len(statements)
     raw: Any = conn.connection.driver_connection
     assert raw is not None, "the connection is open"
     sql, params = statements[0]
     try:
         if is_postgresql(conn):
-            return pg_pipeline.run(raw, statements)
+            return pg_pipeline.run(raw, statements, commit=commit)
         out = []
         cursor = raw.cursor()
         try:
             for sql, params in statements:
                 cursor.execute(sql, [_sqlite_param(p) for p in params])
                 out.append(cursor.fetchall())
+            if commit:
+                cursor.execute("COMMIT")
         finally:
             cursor.close()
         return out
@@ -81,8 +88,9 @@ def batch(conn: Connection, statements: Sequence[Statement]) -> list[list[tuple[
         ) from exc
 
 
-def write(conn: Connection, statements: Sequence[Statement]) -> None:
-    """Run data-changing statements that return nothing, all or none, in one round trip.
+def write(conn: Connection, statements: Sequence[Statement], *, commit: bool = False) -> None:
+    """Run data-changing statements that return nothing, all or none, in one round trip
+    (with ``commit``, the transaction's commit too: see :func:`batch`).
 
     On PostgreSQL consecutive statements are joined into few statements (at most
     :data:`MAX_MERGED_PARAMS` parameters each) — each but the last a data-modifying ``WITH`` part — so the
@@ -91,7 +99,7 @@ def write(conn: Connection, statements: Sequence[Statement]) -> None:
     changes); foreign keys between parts hold, as they are checked at the end.
     """
     if not is_postgresql(conn):
-        batch(conn, statements)
+        batch(conn, statements, commit=commit)
         return
     merged: list[Statement] = []
     group: list[Statement] = []
@@ -104,7 +112,7 @@ def write(conn: Connection, statements: Sequence[Statement]) -> None:
             params = [value for _sql, values in group for value in values]
             merged.append((f"WITH {head} {group[-1][0]}" if head else group[-1][0], params))
         group = [statement]
-    batch(conn, merged)
+    batch(conn, merged, commit=commit)
 
 
 def as_date(value: Any) -> dt.date | None:

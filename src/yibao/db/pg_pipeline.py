@@ -121,10 +121,14 @@ def _begin_command(raw: psycopg.Connection[Any]) -> bytes:
     return b" ".join(parts)
 
 
-def run(raw: psycopg.Connection[Any], statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+def run(
+    raw: psycopg.Connection[Any], statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
+) -> list[list[tuple[Any, ...]]]:
     """Run ``statements`` in one round trip inside the connection's transaction (begun here
-    if none is open); each one's rows. The first failing statement's error is raised as
-    psycopg's exception for its SQLSTATE; the transaction is then aborted, as with psycopg."""
+    if none is open); each one's rows. With ``commit`` the transaction's COMMIT follows in
+    the same round trip. The first failing statement's error is raised as psycopg's
+    exception for its SQLSTATE; the transaction is then aborted (or, for a failing
+    COMMIT, rolled back), as with psycopg."""
     pgconn = raw.pgconn
     assert pgconn.pipeline_status == 0, "not inside a psycopg pipeline"
     prepared: set[bytes] | None = getattr(raw, "_yibao_prepared", None)
@@ -151,6 +155,9 @@ def run(raw: psycopg.Connection[Any], statements: Sequence[tuple[str, Sequence[A
                 expect.append(name)
             pgconn.send_query_prepared(name, [text for _, text in dumped])
             expect.append(index)
+        if commit:
+            pgconn.send_query_params(b"COMMIT", None)
+            expect.append(None)
         pgconn.pipeline_sync()
         results = _communicate(pgconn)
         pgconn.exit_pipeline_mode()

@@ -1,6 +1,6 @@
 """The rows one settlement reads and writes, in as few round trips as the data allows.
 
-A settlement (2207) is three round trips on PostgreSQL (see :mod:`.fastsql`):
+A settlement (2207) is two round trips on PostgreSQL (see :mod:`.fastsql`):
 
 1. the read, five statements in one pipeline, each naming the person through the
    credential's subquery: the credential's row with the ``msgid`` record (a retry
@@ -11,8 +11,9 @@ A settlement (2207) is three round trips on PostgreSQL (see :mod:`.fastsql`):
    and, read after the locks, personal balances, the year's accumulators and an id
    for the journal entry (tagged rows);
 2. the journal entry with its postings, personal balances, accumulators, the
-   settlement row and the msgid record, merged into few statements;
-3. the commit.
+   settlement row and the msgid record, merged into few statements — followed by
+   the commit in the same round trip when nothing else is left to do (with the
+   gateway's visit still to close, the commit is a third round trip).
 
 Values come back as small immutable rows with the column names the service uses.
 """
@@ -412,12 +413,14 @@ def write_settlement(
     accumulator_deltas: Mapping[str, int],
     settlement: Mapping[str, Any],
     message: tuple[str, str, str, str, str | None],
+    commit: bool = False,
 ) -> None:
     """Append the settlement's entry, move balances and accumulators, store the row and the msgid record.
 
     ``account_ids`` must hold every account the entry posts to; ``message`` is
     (msgid, operation, payload_hash, response_json, setl_id). Accumulator deltas are
-    increases only (a settlement never lowers a year-to-date total).
+    increases only (a settlement never lowers a year-to-date total). ``commit``: these
+    are the unit of work's last writes; its commit goes with them (one round trip less).
     """
     assert all(delta >= 0 for delta in accumulator_deltas.values()), accumulator_deltas
     assert sum(p.amount_fen for p in entry.postings) == 0, "an entry balances"
@@ -443,4 +446,4 @@ def write_settlement(
         statements.append((_ADD_ACCUMULATORS.format(values=_values("(?, ?)", len(accumulator_deltas))), params))
     statements.append((_INSERT_SETTLEMENT, [settlement[c] for c in _SETTLEMENT_COLUMNS]))
     statements.append((_INSERT_MESSAGE, (*message, now)))
-    write(conn, statements)
+    write(conn, statements, commit=commit)

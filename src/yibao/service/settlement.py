@@ -414,6 +414,9 @@ class SettlementService:
                 },
                 # A settlement's reply is its stored result (read back on replay), so not kept twice.
                 message=(cmd.msgid, "settle", digest, "", setl_id),
+                # Nothing follows but the reply: the commit goes with the writes (transact's own
+                # commit then finds the transaction ended).
+                commit=then is None,
             )
             reply = StoredReply(cmd.msgid, "settle", body, setl_id)
             if then is not None:
