@@ -1,12 +1,16 @@
 """Settlements per second through the service layer (no HTTP), SQLite and PostgreSQL.
 
     .venv/bin/python bench/service.py [--seconds 5] [--workers 1,8,32] [--db sqlite|postgresql|both]
-        [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--profile]
+        [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--processes 1]
+        [--in-flight N] [--profile]
 
 Each worker thread settles a 20-line outpatient bill (Dandong employee outpatient
-pooling, account used) for its own rotating set of persons, each settlement a
-full unit of work: credential, gates, locks, engine, journal entry, accumulators,
-idempotency record. Reports settlements/s and p50/p99 latency per worker count.
+pooling, account used) for its own share of 1,600 persons, each settlement a full
+unit of work: credential, gates, locks, engine, journal entry, accumulators,
+idempotency record. Every person is settled once before measuring. Reports
+settlements/s, p50/p99 latency and CPU per settlement (Python; PostgreSQL server
+processes) per worker count. ``--processes`` spreads the workers over processes;
+``--in-flight`` admits at most N units of work at once per process (service.admission).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from yibao.db import make_engine, upgrade
 from yibao.db import repository as repo
 from yibao.db import schema as S
 from yibao.idcard import check_digit
+from yibao.service.admission import limit_units_of_work
 from yibao.service.credentials import Credential, hash_pin
 from yibao.service.settlement import SettleCommand, SettlementService
 from yibao.service.uow import transact
@@ -43,7 +48,11 @@ from yibao.service.uow import transact
 ROOT = Path(__file__).resolve().parent.parent
 NOW = dt.datetime(2025, 3, 1, 9, 0)
 INST = "H21060000001"
-PERSONS_PER_WORKER = 50
+#: Insured persons in the bench region. Every worker count settles over all of them (worker w
+#: takes persons w, w + W, w + 2W, …), each person settled once before measuring: so runs
+#: differ in concurrency only, not in how hot the rows are or how many first-of-year
+#: settlements (deductible, new accumulator rows) they make.
+PERSONS = 1600
 
 
 def bill() -> dict[str, Any]:
@@ -113,18 +122,19 @@ def populate(db: Engine, persons: int) -> None:
     transact(db, work)
 
 
-def _threads(svc: SettlementService, ids: list[int], start_at: float, seconds: float, payload: dict[str, Any],
-             tag: str) -> tuple[list[float], int]:  # fmt: skip
-    """Run one thread per worker id between wall-clock start_at and start_at + seconds."""
+def _threads(svc: SettlementService, ids: list[int], workers: int, start_at: float, seconds: float,
+             payload: dict[str, Any], tag: str) -> tuple[list[float], int]:  # fmt: skip
+    """Run one thread per worker id (of ``workers``) between wall-clock start_at and start_at + seconds."""
     latencies: list[list[float]] = [[] for _ in ids]
     errors = [0] * len(ids)
     stop = start_at + seconds
+    per_worker = PERSONS // workers
 
     def worker(slot: int, w: int) -> None:
         time.sleep(max(0.0, start_at - time.time()))
         i = 0
         while time.time() < stop:
-            psn = f"B{(w * PERSONS_PER_WORKER + i % PERSONS_PER_WORKER):07d}"
+            psn = f"B{w + (i % per_worker) * workers:07d}"
             cmd = SettleCommand(f"{tag}{w:03d}{i:09d}", INST, Credential("01", f"E{psn}"), payload)
             t0 = time.perf_counter()
             try:
@@ -142,14 +152,15 @@ def _threads(svc: SettlementService, ids: list[int], start_at: float, seconds: f
     return [x for per in latencies for x in per], sum(errors)
 
 
-def _child(url: str, ids: list[int], start_at: float, seconds: float, payload: dict[str, Any], tag: str
-           ) -> tuple[list[float], int, float]:  # fmt: skip
+def _child(url: str, ids: list[int], workers: int, start_at: float, seconds: float, payload: dict[str, Any],
+           tag: str, in_flight: int | None) -> tuple[list[float], int, float]:  # fmt: skip
     engine = SettlementEngine(PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), load_demo_catalog())
     db = make_engine(url, pool_size=len(ids) + 2)
+    limit_units_of_work(db, in_flight)
     try:
         svc = SettlementService(db, engine, clock=lambda: NOW)
         cpu = _cpu_between(start_at)
-        flat, errors = _threads(svc, ids, start_at, seconds, payload, tag)
+        flat, errors = _threads(svc, ids, workers, start_at, seconds, payload, tag)
         cpu = time.process_time() - cpu
         time.sleep(0.5)  # keep the server's backends (and their CPU counters) alive until the parent reads them
         return flat, errors, cpu
@@ -181,6 +192,17 @@ def _server_ticks() -> int:
     return total
 
 
+def warm_up(svc: SettlementService, payload: dict[str, Any]) -> None:
+    """Settle every person once (their first settlement of the year), four at a time."""
+    tag = uuid.uuid4().hex[:6]
+
+    def first(n: int) -> None:
+        svc.settle(SettleCommand(f"{tag}W{n:09d}", INST, Credential("01", f"EB{n:07d}"), payload))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(first, range(PERSONS)))
+
+
 def profile_sequential(svc: SettlementService, seconds: float, payload: dict[str, Any]) -> None:
     """cProfile of settlements one after another in this thread (threads would hide the work)."""
     tag = uuid.uuid4().hex[:6]
@@ -189,7 +211,7 @@ def profile_sequential(svc: SettlementService, seconds: float, payload: dict[str
     i = 0
     profiler.enable()
     while time.time() < stop:
-        psn = f"B{i % PERSONS_PER_WORKER:07d}"
+        psn = f"B{i % PERSONS:07d}"
         svc.settle(SettleCommand(f"{tag}P{i:09d}", INST, Credential("01", f"E{psn}"), payload))
         i += 1
     profiler.disable()
@@ -199,13 +221,15 @@ def profile_sequential(svc: SettlementService, seconds: float, payload: dict[str
 
 
 def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payload: dict[str, Any],
-        processes: int = 1) -> dict[str, Any]:  # fmt: skip
-    """Settle for ``seconds`` with ``workers`` concurrent callers spread over ``processes`` processes."""
+        processes: int = 1, in_flight: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Settle for ``seconds`` with ``workers`` concurrent callers spread over ``processes`` processes,
+    each process admitting at most ``in_flight`` units of work at once (None: all)."""
     tag = uuid.uuid4().hex[:6]
     procs = max(1, min(processes, workers))
     if procs == 1:
+        limit_units_of_work(db, in_flight)
         ticks, cpu = _server_ticks(), time.process_time()
-        flat, errors = _threads(svc, list(range(workers)), time.time(), seconds, payload, tag)
+        flat, errors = _threads(svc, list(range(workers)), workers, time.time(), seconds, payload, tag)
         client_cpu, server_ticks = time.process_time() - cpu, _server_ticks()
     else:
         url = db.url.render_as_string(hide_password=False)
@@ -213,7 +237,8 @@ def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payloa
         start_at = time.time() + 4.0  # let every process load policies and connect first
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-            futures = [pool.submit(_child, url, ids, start_at, seconds, payload, tag) for ids in groups]
+            futures = [pool.submit(_child, url, ids, workers, start_at, seconds, payload, tag, in_flight)
+                       for ids in groups]  # fmt: skip
             time.sleep(max(0.0, start_at - time.time()))
             ticks = _server_ticks()
             time.sleep(max(0.0, start_at + seconds + 0.2 - time.time()))
@@ -258,6 +283,8 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--profile", action="store_true", help="cProfile settlements one at a time")
     parser.add_argument("--processes", type=int, default=1, help="spread the workers over this many processes")
+    parser.add_argument("--in-flight", type=int, default=None,
+                        help="admit at most this many units of work at once per process (default: no limit)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",")]
@@ -270,14 +297,14 @@ def main() -> None:
         for kind in kinds:
             db, cleanup = database(kind, args.pg_url, Path(tmp))
             upgrade(db)
-            populate(db, PERSONS_PER_WORKER * max(counts))
+            populate(db, PERSONS)
             svc = SettlementService(db, engine, clock=lambda: NOW)
-            run(db, svc, 2, 1.0, payload)  # warm-up
+            warm_up(svc, payload)
             for workers in counts:
                 if args.profile and workers == counts[0]:
                     profile_sequential(svc, args.seconds, payload)
                     continue
-                row = run(db, svc, workers, args.seconds, payload, args.processes)
+                row = run(db, svc, workers, args.seconds, payload, args.processes, args.in_flight)
                 row["db"] = kind
                 results.append(row)
                 print(f"{kind:<11} workers={workers:<3} processes={row['processes']:<2} "

@@ -238,6 +238,10 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 1,
     database_url: DatabaseOpt = None,
+    db_in_flight: Annotated[
+        int | None,
+        typer.Option("--db-in-flight", min=1, max=64, help="units of work at once per worker process; others queue"),
+    ] = None,
 ) -> None:
     """Run the national-interface gateway (POST /fsi/api/rsfComIfsService/callService)."""
     import logging
@@ -250,6 +254,8 @@ def serve(
 
     url = resolve_url(database_url)
     os.environ["YIBAO_DATABASE_URL"] = url
+    if db_in_flight is not None:
+        os.environ["YIBAO_DB_IN_FLIGHT"] = str(db_in_flight)
     engine = make_engine(url, pool_size=2)
     upgrade(engine)
     engine.dispose()

@@ -35,6 +35,7 @@ from yibao.db import schema as S
 from yibao.errors import SettlementRefused
 from yibao.gateway import create_app
 from yibao.service import registry
+from yibao.service.admission import limit_for, limit_units_of_work
 from yibao.service.credentials import Credential
 from yibao.service.settlement import SettleCommand, SettlementService
 from yibao.service.uow import transact
@@ -343,6 +344,24 @@ def test_failed_logins_from_one_address_are_limited(api: Api) -> None:
     limited = api.login(kind="staff", username="admin", password=PASSWORD)
     problem(limited, 429, "TOO_MANY_FAILED_LOGINS")
     assert 1 <= int(limited.headers["retry-after"]) <= 61
+
+
+def test_overloaded_database_answers_503_and_changes_nothing(api: Api) -> None:
+    """With every database turn taken, a request waits its bounded time, then gets 503 + Retry-After."""
+    limit_units_of_work(api.db, 1, timeout_ms=200)
+    limit = limit_for(api.db)
+    assert limit is not None
+    limit.acquire()  # this thread holds the only turn
+    try:
+        response = api.login(kind="staff", username="admin", password=PASSWORD)
+        body = problem(response, 503, "OVERLOADED")
+        assert response.headers["retry-after"] == "1" and "稍后重试" in body["detail"]
+        assert audit_rows(api.db, "session.create") == []
+    finally:
+        limit.release()
+    assert api.login(kind="staff", username="admin", password=PASSWORD).status_code == 201
+    assert len(audit_rows(api.db, "session.create")) == 1
+    limit_units_of_work(api.db, None)
 
 
 def test_login_limiter_window() -> None:

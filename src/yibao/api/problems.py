@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CatalogError, PolicyError, RequestError, SettlementRefused, YibaoError
+from ..service.admission import Overloaded
 from ..service.settlement import Forbidden as SettlementForbidden
 from ..service.settlement import IdempotencyConflict
 from ..service.settlement import NotFound as SettlementNotFound
@@ -148,6 +149,8 @@ def status_of(exc: YibaoError, path_params: Iterable[str]) -> int:
     """The HTTP status of a service exception."""
     if isinstance(exc, ApiError):
         return exc.status
+    if isinstance(exc, Overloaded):
+        return 503
     if isinstance(exc, SettlementNotFound):
         return 404
     if isinstance(exc, (SettlementForbidden, IdempotencyConflict)):
@@ -172,6 +175,8 @@ def status_of(exc: YibaoError, path_params: Iterable[str]) -> int:
 def error_problem(request: Request, exc: YibaoError) -> Response:
     status = status_of(exc, request.path_params)
     path = request.url.path
+    if isinstance(exc, Overloaded):
+        return problem_response(503, exc.code, str(exc), instance=path, headers={"Retry-After": "1"})
     if status >= 500:
         log.error("configuration error on %s: %s", path, exc)
         return problem_response(500, exc.code, "the server's configuration is invalid", instance=path)

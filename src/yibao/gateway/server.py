@@ -14,6 +14,7 @@ from ..catalog import load_demo_catalog
 from ..db import make_engine
 from ..engine import Engine
 from ..policy import PolicyStore
+from ..service.admission import limit_units_of_work
 from ..service.settlement import SettlementService
 from .app import create_app
 
@@ -41,6 +42,8 @@ def build() -> FastAPI:
     """The app for ``YIBAO_DATABASE_URL`` (default: the embedded SQLite file), bundled policies and catalogue."""
     _nodelay_on_accepted_sockets()
     db = make_engine(os.environ.get("YIBAO_DATABASE_URL") or None, pool_size=int(os.environ.get("YIBAO_POOL", "20")))
+    in_flight = os.environ.get("YIBAO_DB_IN_FLIGHT")
+    limit_units_of_work(db, int(in_flight) if in_flight else None)
     policies = PolicyStore.load_dir(Path(str(resources.files("yibao").joinpath("data/policies"))))
     service = SettlementService(db, Engine(policies, load_demo_catalog()), clock=dt.datetime.now)
     app = create_app(db, service)

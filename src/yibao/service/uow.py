@@ -4,7 +4,8 @@
 bounded number of times, when the database reports a transient conflict
 (PostgreSQL deadlock or serialization failure, SQLite busy, a concurrent
 insert of the same idempotency key, or a connection the server dropped), so
-callers never see those as errors.
+callers never see those as errors. Where the engine has a limit on units of work
+in flight (:mod:`.admission`), a unit of work first waits for its turn.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from .admission import limit_for
 
 __all__ = ["MAX_ATTEMPTS", "UnitOfWork", "transact"]
 
@@ -36,11 +39,18 @@ class UnitOfWork:
         self._committed = False
 
     def __enter__(self) -> UnitOfWork:
-        conn = self._engine.connect()
-        if self._readonly:
-            conn = conn.execution_options(yibao_readonly=True)
-        self.conn: Connection = conn
-        self._tx = conn.begin()
+        self._limit = limit_for(self._engine)
+        if self._limit is not None:
+            self._limit.acquire()  # may wait for a turn (admission.py)
+        try:
+            conn = self._engine.connect()
+            if self._readonly:
+                conn = conn.execution_options(yibao_readonly=True)
+            self.conn: Connection = conn
+            self._tx = conn.begin()
+        except BaseException:
+            self._release()
+            raise
         return self
 
     def commit(self) -> None:
@@ -54,7 +64,15 @@ class UnitOfWork:
             if not self._committed and self._tx.is_active:
                 self._tx.rollback()
         finally:
-            self.conn.close()
+            try:
+                self.conn.close()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        if self._limit is not None:
+            self._limit.release()
+            self._limit = None
 
 
 def _transient(exc: DBAPIError) -> bool:
