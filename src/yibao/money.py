@@ -89,11 +89,17 @@ def parse_bp(value: object, *, signed: bool = False) -> int:
     return bp
 
 
+#: ".0000" … ".9999": the fraction of a ratio, made on first use.
+_FRACTIONS: dict[int, str] = {}
+
+
 def format_bp(bp: int) -> str:
     """Basis points as the interface's decimal(5,4): 6500 -> "0.6500"."""
-    sign = "-" if bp < 0 else ""
     whole, frac = divmod(abs(bp), BP_ONE)
-    return f"{sign}{whole}.{frac:04d}"
+    text = _FRACTIONS.get(frac)
+    if text is None:
+        text = _FRACTIONS[frac] = f".{frac:04d}"  # at most BP_ONE entries
+    return ("-" if bp < 0 else "") + str(whole) + text
 
 
 def round_div_half_up(numerator: int, denominator: int) -> int:

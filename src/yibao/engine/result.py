@@ -6,7 +6,7 @@ names with decimal strings. :func:`check_identities` asserts domain.md §9.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from ..money import format_bp, format_fen
@@ -149,28 +149,7 @@ class SettlementResult(NamedTuple):
                 }
                 for d in self.details
             ],
-            "detlcutinfo": [
-                {
-                    "feedetl_sn": s.line.feedetl_sn,
-                    "hilist_code": s.hilist_code,
-                    "hilist_name": s.hilist_name,
-                    "chrgitm_lv": s.chrgitm_lv,
-                    "med_chrgitm_type": s.med_chrgitm_type,
-                    "cnt": s.line.cnt,
-                    "pric": s.line.pric,
-                    "det_item_fee_sumamt": format_fen(s.line.amount_fen),
-                    "pric_uplmt_amt": None if s.pric_uplmt_fen is None else format_fen(s.pric_uplmt_fen),
-                    "selfpay_prop": format_bp(s.selfpay_prop_bp),
-                    "fulamt_ownpay_amt": format_fen(s.fulamt_ownpay_fen),
-                    "overlmt_amt": format_fen(s.overlmt_fen),
-                    "preselfpay_amt": format_fen(s.preselfpay_fen),
-                    "inscp_scp_amt": format_fen(s.inscp_fen),
-                    "lmt_used_flag": "1" if s.indication else "0",
-                    "memo": "; ".join(zh for zh, _ in s.reasons),
-                    "warn_msg": "; ".join(s.warnings),
-                }
-                for s in self.lines
-            ],
+            "detlcutinfo": [_line_json(s) for s in self.lines],
             "acct_mulaid": [
                 {
                     "psn_no": draw.psn_no,
@@ -192,6 +171,35 @@ class SettlementResult(NamedTuple):
         if trace:
             out["trace"] = steps
         return out
+
+
+def _line_json(s: LineSplit, fen: Callable[[int], str] = format_fen) -> dict[str, Any]:
+    """One ``detlcutinfo`` row (the catalogue item's attributes read once, not per property)."""
+    line, item = s.line, s.item
+    if item is not None:
+        name, kind, indication = item.hilist_name, item.med_chrgitm_type, item.lmt_indication
+    else:
+        name, kind, indication = line.hilist_name, line.med_chrgitm_type or "14", ""
+    cap, reasons, warnings = s.pric_uplmt_fen, s.reasons, s.warnings
+    return {
+        "feedetl_sn": line.feedetl_sn,
+        "hilist_code": line.hilist_code,
+        "hilist_name": name,
+        "chrgitm_lv": s.chrgitm_lv,
+        "med_chrgitm_type": kind,
+        "cnt": line.cnt,
+        "pric": line.pric,
+        "det_item_fee_sumamt": fen(line.amount_fen),
+        "pric_uplmt_amt": None if cap is None else fen(cap),
+        "selfpay_prop": format_bp(s.selfpay_prop_bp),
+        "fulamt_ownpay_amt": fen(s.fulamt_ownpay_fen),
+        "overlmt_amt": fen(s.overlmt_fen),
+        "preselfpay_amt": fen(s.preselfpay_fen),
+        "inscp_scp_amt": fen(s.inscp_fen),
+        "lmt_used_flag": "1" if indication else "0",
+        "memo": "; ".join([zh for zh, _ in reasons]) if reasons else "",
+        "warn_msg": "; ".join(warnings) if warnings else "",
+    }
 
 
 def _acc_json(values: Mapping[str, int]) -> dict[str, Any]:
