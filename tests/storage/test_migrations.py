@@ -11,31 +11,34 @@ from yibao.db.migrate import alembic_config, upgrade
 from yibao.db.schema import metadata
 
 
-def _compression(db: Engine) -> str:
+def _documents(db: Engine) -> tuple[str, list[str] | None]:
+    """(compression of settlements.result_json, the table's storage options)."""
     with db.connect() as conn:
-        return str(
-            conn.execute(
-                text(
-                    "SELECT attcompression FROM pg_attribute"
-                    " WHERE attrelid = 'settlements'::regclass AND attname = 'result_json'"
-                )
-            ).scalar_one()
-        )
+        compression = conn.execute(
+            text(
+                "SELECT attcompression FROM pg_attribute"
+                " WHERE attrelid = 'settlements'::regclass AND attname = 'result_json'"
+            )
+        ).scalar_one()
+        options = conn.execute(text("SELECT reloptions FROM pg_class WHERE oid = 'settlements'::regclass")).scalar_one()
+        return str(compression), options
 
 
 def test_documents_compression_steps_down_and_up(db: Engine) -> None:
     config = alembic_config()
     with db.connect() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "0003")  # through 0005 and 0004
+        command.downgrade(config, "0003")  # through 0006, 0005 and 0004
         conn.commit()
     if db.dialect.name == "postgresql":
-        assert _compression(db) in ("p", "")  # pglz, or the server default
+        compression, options = _documents(db)
+        assert compression in ("p", "") and options is None  # pglz (or the server default), default target
     upgrade(db)
     with db.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
     if db.dialect.name == "postgresql":
-        assert _compression(db) == "l"  # lz4 (this project's server is built with it)
+        # lz4 (this project's server has it), compressed in the row
+        assert _documents(db) == ("l", ["toast_tuple_target=8160"])
 
 
 def test_tables_match_the_migrations(db: Engine) -> None:
