@@ -240,7 +240,10 @@ def serve(
     database_url: DatabaseOpt = None,
     db_in_flight: Annotated[
         int | None,
-        typer.Option("--db-in-flight", min=1, max=64, help="units of work at once per worker process; others queue"),
+        typer.Option(
+            "--db-in-flight", min=1, max=64,
+            help="units of work at once per worker process; others queue (default: 1 on SQLite, else no limit)",
+        ),
     ] = None,
 ) -> None:
     """Run the national-interface gateway (POST /fsi/api/rsfComIfsService/callService)."""

@@ -42,7 +42,9 @@ def build() -> FastAPI:
     """The app for ``YIBAO_DATABASE_URL`` (default: the embedded SQLite file), bundled policies and catalogue."""
     _nodelay_on_accepted_sockets()
     db = make_engine(os.environ.get("YIBAO_DATABASE_URL") or None, pool_size=int(os.environ.get("YIBAO_POOL", "20")))
-    in_flight = os.environ.get("YIBAO_DB_IN_FLIGHT")
+    # SQLite has one writer at a time: callers queue in order here rather than in its
+    # busy handler, whose sleeps let late callers overtake (p99 of seconds at 32 callers).
+    in_flight = os.environ.get("YIBAO_DB_IN_FLIGHT") or ("1" if db.dialect.name == "sqlite" else "")
     limit_units_of_work(db, int(in_flight) if in_flight else None)
     policies = PolicyStore.load_dir(Path(str(resources.files("yibao").joinpath("data/policies"))))
     service = SettlementService(db, Engine(policies, load_demo_catalog()), clock=dt.datetime.now)
