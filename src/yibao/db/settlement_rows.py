@@ -156,8 +156,11 @@ _SIDE_ROWS = (
 # The persons whose money a settlement may move: the person, and with 家庭共济 the holders
 # of the accounts bound to them (as the binding stands when this statement runs).
 _PAYERS = "{col} = ?"
+# (One IN over a UNION, not "= ? OR IN (…)": an OR across a subquery cannot use the index,
+# and the lock and the balances then scanned every person and every account.)
 _PAYERS_WITH_FAMILY = (
-    "({col} = ? OR {col} IN (SELECT holder_psn_no FROM family_bindings WHERE member_psn_no = ? AND unbound_at IS NULL))"
+    "{col} IN (SELECT ? UNION ALL"
+    " SELECT holder_psn_no FROM family_bindings WHERE member_psn_no = ? AND unbound_at IS NULL)"
 )
 # PostgreSQL row locks, sorted. Balances and accumulators are read by LATER statements: under
 # READ COMMITTED a locking statement re-reads only the locked rows after a wait, so a balance
