@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import pstats
+import random
 import statistics
 import sys
 import tempfile
@@ -131,10 +132,14 @@ def _threads(svc: SettlementService, ids: list[int], workers: int, start_at: flo
     per_worker = PERSONS // workers
 
     def worker(slot: int, w: int) -> None:
+        # Its persons in a fixed random order: consecutive settlements touch unrelated rows,
+        # as in a region (a worker walking its persons in key order would find them cached).
+        mine = [f"B{w + k * workers:07d}" for k in range(per_worker)]
+        random.Random(w).shuffle(mine)
         time.sleep(max(0.0, start_at - time.time()))
         i = 0
         while time.time() < stop:
-            psn = f"B{w + (i % per_worker) * workers:07d}"
+            psn = mine[i % per_worker]
             cmd = SettleCommand(f"{tag}{w:03d}{i:09d}", INST, Credential("01", f"E{psn}"), payload)
             t0 = time.perf_counter()
             try:
