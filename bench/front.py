@@ -47,6 +47,9 @@ from yibao.service.apikeys import issue_api_key
 
 App = Callable[..., Any]
 
+#: Each client settles for its own persons in rotation.
+PERSONS_PER_CLIENT = 50
+
 
 async def _asgi_call(app: App, body: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     scope = {
@@ -117,7 +120,7 @@ async def _run(app: App, his: His, settlements: int, stub: bool, profile: cProfi
     his.sign_no = signed["output"]["signinoutb"]["sign_no"]
 
     async def settle(i: int) -> None:
-        psn = f"B{i % svc_bench.PERSONS_PER_WORKER:07d}"
+        psn = f"B{i % PERSONS_PER_CLIENT:07d}"
         cred = {"mdtrt_cert_type": "01", "mdtrt_cert_no": f"E{psn}"}
         reg = await call("2201", {"data": {**cred, "psn_no": psn, "insutype": "310", "begntime": payload["begntime"]}})
         assert reg["infcode"] == 0, reg
@@ -230,7 +233,7 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'front.db'}"
         db = make_engine(url, pool_size=4)
         upgrade(db)
-        svc_bench.populate(db, svc_bench.PERSONS_PER_WORKER * max(1, args.clients))
+        svc_bench.populate(db, PERSONS_PER_CLIENT * max(1, args.clients))
         key, secret = issue_api_key(db, svc_bench.INST, clock=dt.datetime.now)
         db.dispose()
         os.environ["YIBAO_DATABASE_URL"] = url

@@ -53,6 +53,8 @@ from yibao.service.apikeys import issue_api_key
 ROOT = Path(__file__).resolve().parent.parent
 #: A call unanswered for this long fails the client's settlement (and the run ends at the latest then).
 TIMEOUT_S = 30.0
+#: Each client settles for its own persons in rotation.
+PERSONS_PER_CLIENT = 50
 _MSGIDS = itertools.count(1)  # msgids unique across clients and concurrency levels of one run
 
 
@@ -173,7 +175,7 @@ def settlements(his: His, c: int, payload: dict[str, Any], stop: float,
     fees = json.dumps({"feedetail": lines}, ensure_ascii=False).encode()
     i = 0
     while time.time() < stop:
-        psn = f"B{(c * svc_bench.PERSONS_PER_WORKER + i % svc_bench.PERSONS_PER_WORKER):07d}"
+        psn = f"B{(c * PERSONS_PER_CLIENT + i % PERSONS_PER_CLIENT):07d}"
         i += 1
         t0 = time.perf_counter()
         ok = False
@@ -340,7 +342,7 @@ def main() -> None:
         for kind in kinds:
             db, cleanup = svc_bench.database(kind, args.pg_url, Path(tmp))
             upgrade(db)
-            svc_bench.populate(db, svc_bench.PERSONS_PER_WORKER * max(levels))
+            svc_bench.populate(db, PERSONS_PER_CLIENT * max(levels))
             key, secret = issue_api_key(db, svc_bench.INST, clock=dt.datetime.now)
             url = db.url.render_as_string(hide_password=False)
             db.dispose()
