@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from yibao.db import pg_pipeline
 from yibao.db.fastsql import as_date, as_datetime, batch, is_postgresql, write
 from yibao.service.uow import UnitOfWork, transact
 
@@ -99,6 +100,27 @@ def test_statements_survive_rollback_and_a_server_that_forgot_them(db: Engine) -
             batch(uow.conn, [read])
     # The next unit of work prepares again.
     assert transact(db, lambda conn: batch(conn, [read]))[0] == [("丹东",)]
+
+
+@pytest.mark.parametrize("limit", ["prepared per connection", "statement names"])
+def test_past_a_limit_statements_run_unnamed(db: Engine, monkeypatch: pytest.MonkeyPatch, limit: str) -> None:
+    if not is_postgresql_engine(db):
+        pytest.skip("prepared statements are PostgreSQL's")
+    _table(db)
+    if limit == "statement names":
+        monkeypatch.setattr(pg_pipeline, "_name", lambda sql, types: b"")
+    else:
+        monkeypatch.setattr(pg_pipeline, "MAX_PREPARED", 1)
+    shapes = [(f"SELECT id, ? || '{n}' FROM probe WHERE id = ?", ["x", 1]) for n in range(4)]
+
+    def work(conn: Connection) -> list[list[tuple[object, ...]]]:
+        write(conn, [_insert(1)])
+        return batch(conn, [*shapes, *shapes])  # each unnamed one prepared right before its use
+
+    for _ in range(2):  # the second time the first shape is the one named statement
+        assert transact(db, work if _ == 0 else lambda conn: batch(conn, [*shapes, *shapes])) == [
+            [(1, f"x{n}")] for n in (0, 1, 2, 3, 0, 1, 2, 3)
+        ]
 
 
 def test_a_batch_larger_than_the_socket_buffer(db: Engine) -> None:

@@ -148,9 +148,9 @@ def run(
             dumped = [_dump(value) for value in params]
             types = tuple(oid for oid, _ in dumped)
             name = _name(sql, types)
-            if name not in prepared and name not in expect:  # (not prepared earlier in this batch)
+            if name not in prepared and not (name and name in expect):  # (named: maybe earlier in this batch)
                 if len(prepared) >= MAX_PREPARED:
-                    name = b""  # the unnamed statement: parsed again each time
+                    name = b""  # the unnamed statement: prepared again before each use
                 pgconn.send_prepare(name, _numbered(sql), param_types=types)
                 expect.append(name)
             pgconn.send_query_prepared(name, [text for _, text in dumped])
