@@ -158,7 +158,9 @@ def _threads(svc: SettlementService, ids: list[int], workers: int, start_at: flo
 
 
 def _child(url: str, ids: list[int], workers: int, start_at: float, seconds: float, payload: dict[str, Any],
-           tag: str, in_flight: int | None) -> tuple[list[float], int, float]:  # fmt: skip
+           tag: str, in_flight: int | None, cpu: int | None) -> tuple[list[float], int, float]:  # fmt: skip
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     engine = SettlementEngine(PolicyStore.load_dir(ROOT / "src/yibao/data/policies"), load_demo_catalog())
     db = make_engine(url, pool_size=len(ids) + 2)
     limit_units_of_work(db, in_flight)
@@ -226,9 +228,10 @@ def profile_sequential(svc: SettlementService, seconds: float, payload: dict[str
 
 
 def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payload: dict[str, Any],
-        processes: int = 1, in_flight: int | None = None) -> dict[str, Any]:  # fmt: skip
+        processes: int = 1, in_flight: int | None = None, pin: bool = False) -> dict[str, Any]:  # fmt: skip
     """Settle for ``seconds`` with ``workers`` concurrent callers spread over ``processes`` processes,
-    each process admitting at most ``in_flight`` units of work at once (None: all)."""
+    each process admitting at most ``in_flight`` units of work at once (None: all); with ``pin``
+    process k runs on CPU k only."""
     tag = uuid.uuid4().hex[:6]
     procs = max(1, min(processes, workers))
     if procs == 1:
@@ -242,8 +245,10 @@ def run(db: Engine, svc: SettlementService, workers: int, seconds: float, payloa
         start_at = time.time() + 4.0  # let every process load policies and connect first
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-            futures = [pool.submit(_child, url, ids, workers, start_at, seconds, payload, tag, in_flight)
-                       for ids in groups]  # fmt: skip
+            cpus = sorted(os.sched_getaffinity(0))
+            futures = [pool.submit(_child, url, ids, workers, start_at, seconds, payload, tag, in_flight,
+                                   cpus[k % len(cpus)] if pin else None)
+                       for k, ids in enumerate(groups)]  # fmt: skip
             time.sleep(max(0.0, start_at - time.time()))
             ticks = _server_ticks()
             time.sleep(max(0.0, start_at + seconds + 0.2 - time.time()))
@@ -290,6 +295,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="spread the workers over this many processes")
     parser.add_argument("--in-flight", type=int, default=None,
                         help="admit at most this many units of work at once per process (default: no limit)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run worker process k on CPU k only (with --processes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",")]
@@ -309,7 +316,7 @@ def main() -> None:
                 if args.profile and workers == counts[0]:
                     profile_sequential(svc, args.seconds, payload)
                     continue
-                row = run(db, svc, workers, args.seconds, payload, args.processes, args.in_flight)
+                row = run(db, svc, workers, args.seconds, payload, args.processes, args.in_flight, args.pin)
                 row["db"] = kind
                 results.append(row)
                 print(f"{kind:<11} workers={workers:<3} processes={row['processes']:<2} "
