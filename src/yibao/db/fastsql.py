@@ -39,6 +39,7 @@ MAX_BATCH = 64
 #: per connection) the merging can make.
 MAX_MERGED_PARAMS = 50
 
+
 def is_postgresql(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
@@ -93,10 +94,10 @@ def write(conn: Connection, statements: Sequence[Statement], *, commit: bool = F
     (with ``commit``, the transaction's commit too: see :func:`batch`).
 
     On PostgreSQL consecutive statements are joined into few statements (at most
-    :data:`MAX_MERGED_PARAMS` parameters each) — each but the last a data-modifying ``WITH`` part — so the
-    server parses, plans and executes fewer statements. Parts of one statement run
-    on one snapshot and must not touch the same row twice (callers merge such
-    changes); foreign keys between parts hold, as they are checked at the end.
+    :data:`MAX_MERGED_PARAMS` parameters each) — each but the last a data-modifying
+    ``WITH`` part — so the server parses, plans and executes fewer statements. Parts of
+    one statement run on one snapshot and must not touch the same row twice (callers
+    merge such changes); foreign keys between parts hold, as they are checked at the end.
     """
     if not is_postgresql(conn):
         batch(conn, statements, commit=commit)
