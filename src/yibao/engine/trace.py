@@ -70,9 +70,26 @@ def _adjustment(adj: Adjustment, lang: Lang) -> str:
     return f"; {label} {sign}{points} 个百分点" if lang == "zh" else f"; {label} {sign}{points} points"
 
 
+#: Wordings already made, by the id of their (immutable, long-lived) policy object; the
+#: object is kept beside its text so a recycled id never matches.
+_WORDINGS: dict[tuple[int, str], tuple[Conditions, str]] = {}
+
+
 def describe_conditions(cond: Conditions | None, lang: Lang) -> str:
     """Human wording of a table row's conditions: "三级医院、退休人员"."""
-    if cond is None or cond.is_empty():
+    if cond is None:
+        return "一般情形" if lang == "zh" else "general case"
+    cached = _WORDINGS.get((id(cond), lang))
+    if cached is not None and cached[0] is cond:
+        return cached[1]
+    text = _describe(cond, lang)
+    if len(_WORDINGS) < 4096:  # policies hold a bounded number of condition rows
+        _WORDINGS[(id(cond), lang)] = (cond, text)
+    return text
+
+
+def _describe(cond: Conditions, lang: Lang) -> str:
+    if cond.is_empty():
         return "一般情形" if lang == "zh" else "general case"
     zh = lang == "zh"
     parts: list[str] = []
