@@ -247,22 +247,6 @@ def run_clients(clients: list[tuple[His, Script]], deadline: float) -> int:
     return unanswered
 
 
-def _cpu_ticks(pgid: int) -> int:
-    """utime + stime of every live process in the group (the server and its workers), in clock ticks."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields[0] is the state: pgrp is the 5th field of stat, utime the 14th
-            total += int(fields[11]) + int(fields[12])
-    return total
-
-
 def _client_group(host: str, port: int, key: str, secret: str, ids: list[int], start_at: float | None,
                   seconds: float) -> tuple[list[float], int, int, float]:  # fmt: skip
     """Sign in clients ``ids``, run them from ``start_at`` (or at once) for ``seconds``.
@@ -294,7 +278,7 @@ def drive(host: str, port: int, key: str, secret: str, clients: int, seconds: fl
           server_pgid: int | None = None, processes: int = 1) -> dict[str, Any]:  # fmt: skip
     """``clients`` HIS clients for ``seconds``, spread over ``processes`` load-generating processes."""
     procs = max(1, min(processes, clients))
-    ticks = _cpu_ticks(server_pgid) if server_pgid else 0
+    ticks = svc_bench.cpu_ticks(pgid=server_pgid) if server_pgid else 0
     if procs == 1:
         latencies, settled, failed, client_cpu = _client_group(host, port, key, secret, list(range(clients)), None,
                                                                seconds)  # fmt: skip
@@ -308,7 +292,7 @@ def drive(host: str, port: int, key: str, secret: str, clients: int, seconds: fl
         settled, failed = sum(o[1] for o in outcomes), sum(o[2] for o in outcomes)
         client_cpu = sum(o[3] for o in outcomes)
     # (with --client-processes the server's CPU includes the children's sign-ins: a few calls per client)
-    server_cpu = (_cpu_ticks(server_pgid) - ticks) / os.sysconf("SC_CLK_TCK") if server_pgid else 0.0
+    server_cpu = (svc_bench.cpu_ticks(pgid=server_pgid) - ticks) / os.sysconf("SC_CLK_TCK") if server_pgid else 0.0
     latencies.sort()
     if not latencies:
         latencies = [float("nan")]

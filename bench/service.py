@@ -181,22 +181,30 @@ def _cpu_between(start_at: float) -> float:
     return time.process_time()
 
 
-def _server_ticks() -> int:
-    """utime + stime of every live PostgreSQL process on this machine, in clock ticks."""
+def cpu_ticks(*, comm: bytes | None = None, pgid: int | None = None) -> int:
+    """utime + stime, in clock ticks, of every live process with this command name (``comm``)
+    or in this process group (``pgid``)."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/comm", "rb") as f:
-                if f.read().strip() != b"postgres":
-                    continue
+            if comm is not None:
+                with open(f"/proc/{entry}/comm", "rb") as f:
+                    if f.read().strip() != comm:
+                        continue
             with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+                fields = f.read().rsplit(b")", 1)[1].split()  # fields[0] is the state, [2] the group
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
+        if pgid is None or int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
     return total
+
+
+def _server_ticks() -> int:
+    """CPU of every PostgreSQL process on this machine."""
+    return cpu_ticks(comm=b"postgres")
 
 
 def warm_up(svc: SettlementService, payload: dict[str, Any]) -> None:
