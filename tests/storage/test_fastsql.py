@@ -9,6 +9,8 @@ the socket's buffer goes through.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -121,6 +123,50 @@ def test_past_a_limit_statements_run_unnamed(db: Engine, monkeypatch: pytest.Mon
         assert transact(db, work if _ == 0 else lambda conn: batch(conn, [*shapes, *shapes])) == [
             [(1, f"x{n}")] for n in (0, 1, 2, 3, 0, 1, 2, 3)
         ]
+
+
+class _SlowLenDict(dict):  # type: ignore[type-arg]
+    """A name table whose size takes a while to count: widens any race around it."""
+
+    def __len__(self) -> int:
+        time.sleep(0.002)
+        return super().__len__()
+
+
+def test_threads_naming_new_statements_at_once(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statements seen for the first time by several threads at once get names of their own:
+    afterwards every connection runs every statement as itself."""
+    if not is_postgresql_engine(db):
+        pytest.skip("prepared statements are PostgreSQL's")
+    _table(db)
+    transact(db, lambda conn: write(conn, [_insert(1)]))
+    monkeypatch.setattr(pg_pipeline, "_NAMES", _SlowLenDict())
+    shapes = [(f"SELECT ? || '-{n}', id FROM probe WHERE id = ?", ["v", 1]) for n in range(8)]
+    start = threading.Barrier(8)
+    failures: list[object] = []
+
+    def run(shape: tuple[str, list[object]], n: int) -> None:
+        try:
+            got = transact(db, lambda conn: batch(conn, [shape]))[0]
+        except Exception as exc:  # a name standing for another statement fails or answers wrong
+            failures.append(exc)
+            return
+        if got != [(f"v-{n}", 1)]:
+            failures.append(got)
+
+    def worker(w: int) -> None:
+        start.wait()
+        run(shapes[w], w)  # all eight named at once
+        for _ in range(5):
+            for n, shape in enumerate(shapes):
+                run(shape, n)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
 
 
 def test_a_batch_larger_than_the_socket_buffer(db: Engine) -> None:

@@ -22,6 +22,7 @@ settlement's statements read are refused loudly, not guessed.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import select
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -85,6 +86,7 @@ def _dump(value: Any) -> tuple[int, bytes | None]:
 
 _NUMBERED: dict[str, bytes] = {}
 _NAMES: dict[tuple[str, tuple[int, ...]], bytes] = {}
+_SERIALS = itertools.count()
 
 
 def _numbered(sql: str) -> bytes:
@@ -102,11 +104,11 @@ def _name(sql: str, types: tuple[int, ...]) -> bytes:
     key = (sql, types)
     name = _NAMES.get(key)
     if name is None:
-        name = f"yb{len(_NAMES)}".encode()
-        if len(_NAMES) < 4096:
-            _NAMES[key] = name
-        else:  # never expected: the statement shapes are few; an unnamed one is re-parsed each time
-            name = b""
+        if len(_NAMES) >= 4096:  # never expected: the statement shapes are few
+            return b""  # the unnamed statement, prepared before each use
+        # Threads race here: a serial number each (next() is atomic) and the first name
+        # stored wins, so one name never stands for two statements.
+        name = _NAMES.setdefault(key, f"yb{next(_SERIALS)}".encode())
     return name
 
 
