@@ -82,6 +82,14 @@ def test_a_failing_statement_raises_and_leaves_nothing(db: Engine) -> None:
     assert transact(db, lambda conn: batch(conn, [("SELECT COUNT(*) FROM probe", [])]))[0] == [(2,)]
 
 
+def test_a_value_without_a_text_form_is_refused_before_anything_is_sent(db: Engine) -> None:
+    _table(db)
+    with UnitOfWork(db) as uow:
+        with pytest.raises((TypeError, ProgrammingError)):
+            batch(uow.conn, [_insert(1), ("SELECT ?", [1.5])])  # never float
+        assert batch(uow.conn, [("SELECT COUNT(*) FROM probe", [])])[0] == [(0,)]  # the connection still works
+
+
 def test_statements_survive_rollback_and_a_server_that_forgot_them(db: Engine) -> None:
     if not is_postgresql_engine(db):
         pytest.skip("prepared statements are PostgreSQL's")

@@ -46,6 +46,8 @@ def is_postgresql(conn: Connection) -> bool:
 
 def _sqlite_param(value: Any) -> Any:
     # The text forms SQLAlchemy's SQLite types use (sortable ISO strings).
+    if isinstance(value, float):
+        raise TypeError("no float parameters: money is integer fen")
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, dt.date):
@@ -69,11 +71,12 @@ def batch(
     try:
         if is_postgresql(conn):
             return pg_pipeline.run(raw, statements, commit=commit)
+        converted = [[_sqlite_param(p) for p in params] for _sql, params in statements]  # before any runs
         out = []
         cursor = raw.cursor()
         try:
-            for sql, params in statements:
-                cursor.execute(sql, [_sqlite_param(p) for p in params])
+            for (sql, _params), values in zip(statements, converted, strict=True):
+                cursor.execute(sql, values)
                 out.append(cursor.fetchall())
             if commit:
                 cursor.execute("COMMIT")

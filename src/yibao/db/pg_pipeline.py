@@ -73,6 +73,8 @@ def _dump(value: Any) -> tuple[int, bytes | None]:
         return 0, None
     if isinstance(value, str):
         return 0, value.encode()
+    if isinstance(value, float):
+        raise TypeError("no float parameters: money is integer fen")
     if isinstance(value, bool):  # before int: bool is an int
         return _BOOL, b"t" if value else b"f"
     if isinstance(value, int):
@@ -139,6 +141,8 @@ def run(
         assert pgconn.parameter_status(b"client_encoding") == b"UTF8", "client_encoding must be UTF8"
         prepared = set()
         raw._yibao_prepared = prepared  # type: ignore[attr-defined]
+    # Parameters as text first: a value without a text form fails before anything is sent.
+    dumps = [[_dump(value) for value in params] for _sql, params in statements]
     # What each result answers: None (BEGIN), a name being prepared, or a statement's index.
     expect: list[bytes | int | None] = []
     pgconn.enter_pipeline_mode()
@@ -146,8 +150,7 @@ def run(
         if pgconn.transaction_status == TransactionStatus.IDLE and not raw.autocommit:
             pgconn.send_query_params(_begin_command(raw), None)
             expect.append(None)
-        for index, (sql, params) in enumerate(statements):
-            dumped = [_dump(value) for value in params]
+        for index, ((sql, _params), dumped) in enumerate(zip(statements, dumps, strict=True)):
             types = tuple(oid for oid, _ in dumped)
             name = _name(sql, types)
             if name not in prepared and not (name and name in expect):  # (named: maybe earlier in this batch)
