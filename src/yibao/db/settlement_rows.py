@@ -253,7 +253,8 @@ def read_credential(conn: Connection, kind: str, number: str) -> CredentialRow |
     return CredentialRow(psn_no, card_sn, status, as_datetime(expires_at))
 
 
-def _visit_statements(psn_no: str, fixmedins_code: str, insutype: str, date: dt.date) -> list[Statement]:
+def _visit_statements(psn_no: Any, fixmedins_code: str, insutype: str, date: dt.date) -> list[Statement]:
+    # ``psn_no`` is a person number or the :data:`PSN` mark (named through the credential).
     return [
         (_VISIT, (psn_no, psn_no, insutype, date, date, fixmedins_code)),
         (_SIDE_ROWS, (psn_no, date, date, psn_no, date, date, psn_no)),
