@@ -20,9 +20,11 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 
-#: Compiled with mypyc: the modules a settlement runs through, except those that tests
-#: monkeypatch (a compiled module's calls to its own functions cannot be patched) and
-#: those handling SQLAlchemy rows (typed as tuples, which compiled code would insist on).
+#: Compiled with mypyc: the modules a settlement runs through, except the service layer
+#: and the driver modules. Tests inject faults into those by patching module attributes
+#: (compiled calls within the compiled group bypass such patches); they handle SQLAlchemy
+#: rows, which type checkers see as tuples and compiled code would insist on; and
+#: exception classes there carry error codes as class attributes.
 COMPILED = [
     "src/yibao/money.py",
     "src/yibao/_json.py",
