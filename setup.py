@@ -21,10 +21,11 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 
 #: Compiled with mypyc: the modules a settlement runs through, except the service layer
-#: and the driver modules. Tests inject faults into those by patching module attributes
-#: (compiled calls within the compiled group bypass such patches); they handle SQLAlchemy
-#: rows, which type checkers see as tuples and compiled code would insist on; and
-#: exception classes there carry error codes as class attributes.
+#: and fastsql. Tests inject faults into those by patching module attributes (calls
+#: within the compiled group bypass such patches; module-level settings are still read
+#: at run time); they handle SQLAlchemy rows, which type checkers see as tuples and
+#: compiled code would insist on; and exception classes there carry error codes as
+#: class attributes.
 COMPILED = [
     "src/yibao/money.py",
     "src/yibao/_json.py",
@@ -37,6 +38,7 @@ COMPILED = [
     "src/yibao/engine/result.py",
     "src/yibao/engine/trace.py",
     "src/yibao/db/settlement_rows.py",
+    "src/yibao/db/pg_pipeline.py",
 ]
 MANIFEST = ROOT / "src" / "yibao" / "_native_build.json"
 #: setup.py commands that build the package (pip's metadata steps need no compiling).

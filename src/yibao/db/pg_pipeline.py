@@ -102,11 +102,15 @@ def _numbered(sql: str) -> bytes:
     return converted
 
 
+#: Statement names handed out per process; past this every new statement runs unnamed.
+MAX_NAMES = 4096
+
+
 def _name(sql: str, types: tuple[int, ...]) -> bytes:
     key = (sql, types)
     name = _NAMES.get(key)
     if name is None:
-        if len(_NAMES) >= 4096:  # never expected: the statement shapes are few
+        if len(_NAMES) >= MAX_NAMES:  # never expected: the statement shapes are few
             return b""  # the unnamed statement, prepared before each use
         # Threads race here: a serial number each (next() is atomic) and the first name
         # stored wins, so one name never stands for two statements.
