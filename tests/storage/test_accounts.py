@@ -326,3 +326,33 @@ def test_manual_payout_to_institution(db: Engine) -> None:
     acc.pay_institution(db, amount_fen=100, ref="B2", **kw)
     assert posted(db, payable) == 0
     assert transact(db, unbalanced_entries) == []
+
+
+def test_the_database_refuses_postings_that_unbalance_an_entry(db: Engine) -> None:
+    """Beneath the code's own check, PostgreSQL refuses to commit postings that leave an entry
+    unbalanced: one side alone, a fen off, or a posting added later to an entry that balanced."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("the balance trigger is PostgreSQL's (SQLite relies on the code's check)")
+    fund, bank = "fund:210600:310100", "bank:210600"
+    entry = ledger.Entry("test", "balance-probe", "probe", (ledger.Posting(fund, 500), ledger.Posting(bank, -500)))
+
+    def post(conn: Connection) -> tuple[int, dict[str, int]]:
+        return repo.post_entry(conn, entry, NOW), repo.account_ids(conn, [fund, bank])
+
+    entry_id, ids = transact(db, post)  # balanced: accepted
+    fresh = transact(db, lambda conn: repo.post_entry(conn, ledger.Entry("test", "probe-2", "probe", ()), NOW))
+
+    def insert(entry_id: int, *amounts: tuple[str, int]) -> None:
+        rows = [{"entry_id": entry_id, "account_id": ids[code], "amount_fen": fen} for code, fen in amounts]
+        with db.begin() as conn:
+            conn.execute(S.postings.insert().values(rows))
+
+    for target, amounts in [
+        (fresh, [(fund, 300)]),  # one side only
+        (fresh, [(fund, 300), (bank, -299)]),  # off by a fen
+        (entry_id, [(fund, 1)]),  # added later to an entry that balanced
+    ]:
+        with pytest.raises(Exception, match=f"journal entry {target} does not balance"):
+            insert(target, *amounts)
+    insert(fresh, (fund, 300), (bank, -300))  # both sides: accepted
+    assert transact(db, unbalanced_entries) == []
