@@ -1,7 +1,7 @@
 """Build step for the compiled hot path; everything else about the package is in pyproject.toml.
 
-The settlement engine and the settlement service's hot modules are plain, strictly typed
-Python. Where mypyc is installed (it ships with mypy) and the build sees the project's
+The settlement engine, the kernel and the settlement's storage modules are plain, strictly
+typed Python. Where mypyc is installed (it ships with mypy) and the build sees the project's
 dependencies (``make`` installs the dev extras, then builds again without isolation),
 they are also compiled to C extensions that run the same code about 1.5x faster. The .py
 files stay the source of truth: ``yibao.native`` tells whether extensions are loaded and

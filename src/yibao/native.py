@@ -27,6 +27,7 @@ def _extensions() -> dict[str, Path]:
     for suffix in EXTENSION_SUFFIXES:
         for path in _PACKAGE.rglob(f"*{suffix}"):
             stem = path.name[: -len(suffix)]
+            # A dot left in the stem: a longer suffix (".cpython-….so") seen through ".so".
             if stem != _RUNTIME and "." not in stem:
                 relative = path.parent.relative_to(_PACKAGE.parent).parts
                 found[".".join((*relative, stem))] = path.with_name(stem + ".py")
