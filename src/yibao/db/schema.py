@@ -230,6 +230,8 @@ settlements = Table(
 messages = Table(
     "messages",
     metadata,
+    # A msgid is the sender's: scoped by the calling institution (or /v1 caller), never global.
+    Column("caller", String(48), primary_key=True),
     Column("msgid", String(40), primary_key=True),
     Column("operation", String(20), nullable=False),
     Column("payload_hash", String(64), nullable=False),
@@ -263,6 +265,16 @@ api_keys = Table(
     Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False, index=True),
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime, nullable=True),
+)
+
+gateway_signatures = Table(
+    "gateway_signatures",
+    metadata,
+    # Each accepted request signature, kept until its replay window has passed: a signature is
+    # accepted once, across every server process.
+    Column("access_key", String(64), primary_key=True),
+    Column("signature", String(128), primary_key=True),
+    Column("expires_at", DateTime, nullable=False, index=True),
 )
 
 signins = Table(
