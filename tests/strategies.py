@@ -481,7 +481,9 @@ def accumulators(draw: st.DrawFn, spec: PolicySpec) -> dict[str, Any]:
     if draw(st.booleans()):
         visits = draw(st.integers(0, 5))
         values[f"{BENEFIT}.visit_cnt"] = visits if draw(st.booleans()) else str(visits)
-    for cap in CAP_NAMES:
+    # Only counters the policy has: a key no rule reads is refused (it would have counted as zero).
+    used_caps = sorted({cap["name"] for rule in spec.rules() for cap in rule.get("caps", [])})
+    for cap in used_caps:
         if draw(st.booleans()):
             values[f"{cap}.fund_amt"] = format_fen(draw(amount))
     return {"year": YEAR, "values": values}

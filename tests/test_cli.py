@@ -314,3 +314,24 @@ def test_db_purge_keys(tmp_path: Path) -> None:
     assert purged.exit_code == 0 and "removed 0 idempotency key(s) older than 48 h" in purged.stdout
     too_soon = invoke("db", "purge-keys", "--database-url", url, "--older-than-hours", "1")
     assert too_soon.exit_code == 2  # answers are kept at least 48 hours
+
+
+def test_a_year_to_date_key_no_rule_reads_is_refused_with_the_valid_keys(tmp_path: Path) -> None:
+    # A well-formed key of no counter of the scheme (outpatient_pool, not outpatient_pooling) would have
+    # settled as if the deductible were unpaid: charged twice.
+    data = example()
+    data["accumulators"]["values"] = {"outpatient_pool.dedc_amt": "300.00"}
+    result = invoke("settle", write(tmp_path, data))
+    assert result.exit_code == 2
+    err = error_of(result)
+    assert (err["error"], err["field"]) == ("UNKNOWN_CODE", "accumulators.values.outpatient_pool.dedc_amt")
+    assert "outpatient_pooling.dedc_amt" in err["message"]
+    data["accumulators"]["values"] = {"outpatient_pooling.dedc_amt": "300.00"}
+    assert invoke("settle", write(tmp_path, data)).exit_code == 0
+
+
+def test_year_to_date_counts_past_a_visit_a_day_are_accepted(tmp_path: Path) -> None:
+    data = example()
+    data["accumulators"]["values"] = {"outpatient_pooling.visit_cnt": 2000}
+    result = invoke("settle", write(tmp_path, data))
+    assert result.exit_code == 0, result.output

@@ -285,7 +285,8 @@ def test_accumulators_need_a_year() -> None:
     [
         ({"Bad Key": "1"}, "accumulators.values.Bad Key", "names look like"),
         ({"outpatient_pooling": "1"}, "accumulators.values.outpatient_pooling", "names look like"),
-        ({"outpatient_pooling.visit_cnt": 400}, "accumulators.values.outpatient_pooling.visit_cnt", "[0, 366]"),
+        ({"outpatient_pooling.visit_cnt": 366 * 86_400 + 1}, "accumulators.values.outpatient_pooling.visit_cnt",
+         "[0, 31622400]"),
         ({"outpatient_pooling.visit_cnt": "1.5"}, "accumulators.values.outpatient_pooling.visit_cnt", "integer"),
         ({"outpatient_pooling.dedc_amt": "3.001"}, "accumulators.values.outpatient_pooling.dedc_amt", "2 decimals"),
     ],

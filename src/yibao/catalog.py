@@ -187,7 +187,7 @@ def _parse_row(file: str, line: int, row: Mapping[str, str | None]) -> CatalogIt
         raw = text(column)
         if not raw:
             return None
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
             raise fail(column, f"must be an integer in [{low}, {high}], got {raw!r}")
         return int(raw)
 
@@ -225,7 +225,7 @@ def _parse_row(file: str, line: int, row: Mapping[str, str | None]) -> CatalogIt
     if chrgitm_lv in ("01", "03") and prop:
         raise fail("selfpay_prop", f"must be 0 for chrgitm_lv {chrgitm_lv}: only 乙类 has a self-pay-first ratio")
     admdvs = text("admdvs")
-    if admdvs and not (admdvs.isdigit() and len(admdvs) == 6):
+    if admdvs and not (admdvs.isascii() and admdvs.isdigit() and len(admdvs) == 6):
         raise fail("admdvs", f"must be empty (national) or a 6-digit region code, got {admdvs!r}")
     begndate = date("begndate")
     if begndate is None:

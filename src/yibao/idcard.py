@@ -14,7 +14,7 @@ __all__ = ["IdCard", "check_digit", "parse_idcard"]
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
-_RE = re.compile(r"^\d{17}[\dX]$")
+_RE = re.compile(r"^\d{17}[\dX]$", re.ASCII)
 
 
 class IdCard(NamedTuple):

@@ -29,8 +29,9 @@ BP_ONE = 10_000
 #: decimal(16,2) in the interface: at most 14 integer digits.
 MAX_AMOUNT_FEN = 10**16 - 1
 
-_AMOUNT_RE = re.compile(r"^[+-]?\d{1,14}(\.\d{1,2})?$")
-_RATIO_RE = re.compile(r"^[+-]?\d+(\.\d{1,4})?$")
+# ASCII digits only (\d alone also takes full-width and other scripts' digits).
+_AMOUNT_RE = re.compile(r"^[+-]?\d{1,14}(\.\d{1,2})?$", re.ASCII)
+_RATIO_RE = re.compile(r"^[+-]?\d{1,5}(\.\d{1,4})?$", re.ASCII)
 
 
 def _as_text(value: object, what: str) -> str:

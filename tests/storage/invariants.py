@@ -11,7 +11,7 @@ invariant (empty = all hold); :func:`assert_invariants` raises with those lines.
 * every settlement's ``fund_pay_sumamt + acct_pay`` equals the institution's credit in its entry,
   the funds' postings equal ``fund_pay_sumamt`` and the personal postings ``acct_pay``; every
   settlement or reversal entry belongs to exactly one settlement (no half-done write);
-* each ``msgid`` appears at most once in ``messages`` and in ``settlements``; every settlement's
+* each ``msgid`` appears at most once per sending institution in ``messages`` and in ``settlements``; every settlement's
   reply is stored under its msgid; each settlement is reversed at most once, by its exact negation.
 """
 
@@ -149,22 +149,23 @@ def violations(db: Engine) -> list[str]:
         if entry.kind in ("settlement", "reversal") and entry_id not in entry_users:
             out.append(f"entry {entry_id} ({entry.kind} {entry.ref}) belongs to no settlement: a half-done write")
 
-    # 6. msgids once; replies stored with their settlements; reversals once and exact.
-    for msgid, n in Counter(m.msgid for m in messages).items():
+    # 6. msgids once per sending institution; replies stored with their settlements; reversals once and exact.
+    for (caller, msgid), n in Counter((m.caller, m.msgid) for m in messages).items():
         if n > 1:
-            out.append(f"msgid {msgid} stored {n} times in messages")
-    for msgid, n in Counter(s.msgid for s in settlements if s.msgid is not None).items():
+            out.append(f"msgid {msgid} of {caller} stored {n} times in messages")
+    for (caller, msgid), n in Counter((s.fixmedins_code, s.msgid) for s in settlements if s.msgid is not None).items():
         if n > 1:
-            out.append(f"msgid {msgid} produced {n} settlements")
-    by_msgid = {m.msgid: m for m in messages}
+            out.append(f"msgid {msgid} of {caller} produced {n} settlements")
+    by_msgid = {(m.caller, m.msgid): m for m in messages}
     by_id = {s.setl_id: s for s in settlements}
     for s in settlements:
-        message = by_msgid.get(s.msgid)
+        message = by_msgid.get((s.fixmedins_code, s.msgid))
         if message is None or message.setl_id != s.setl_id:
             out.append(f"settlement {s.setl_id} (msgid {s.msgid}) has no reply stored under its msgid")
     for m in messages:
-        if m.setl_id is not None and (m.setl_id not in by_id or by_id[m.setl_id].msgid != m.msgid):
-            out.append(f"message {m.msgid} names settlement {m.setl_id}, which it did not produce")
+        made = by_id.get(m.setl_id) if m.setl_id is not None else None
+        if m.setl_id is not None and (made is None or (made.fixmedins_code, made.msgid) != (m.caller, m.msgid)):
+            out.append(f"message {m.msgid} of {m.caller} names settlement {m.setl_id}, which it did not produce")
     for target, n in Counter(s.reverses_setl_id for s in settlements if s.reverses_setl_id).items():
         if n > 1:
             out.append(f"settlement {target} reversed {n} times")

@@ -11,7 +11,7 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -40,12 +40,16 @@ class Client:
         self.access_key, self.secret, self.code = access_key, secret, fixmedins_code
         self.sign_no = ""
         self.seq = itertools.count(1)
+        self.last_ms = 0
 
     def headers(self, *, timestamp: int | None = None, secret: str | None = None) -> dict[str, str]:
+        if timestamp is None:
+            # Each signature is accepted once: two requests within one millisecond need two timestamps.
+            timestamp = self.last_ms = max(int(time.time() * 1000), self.last_ms + 1)
         fields = {
             "_api_access_key": self.access_key,
             "_api_name": "hssServives",
-            "_api_timestamp": str(timestamp if timestamp is not None else int(time.time() * 1000)),
+            "_api_timestamp": str(timestamp),
             "_api_version": "1.0.0",
         }
         return {**fields, "_api_signature": sign(secret or self.secret, fields)}
@@ -90,19 +94,27 @@ def server(db: Engine) -> Iterator[tuple[str, Engine]]:
         b.person(conn, "P1", balance_fen=80000)
 
     transact(db, setup)
-    service = SettlementService(db, ENGINE, clock=dt.datetime.now)
+    base, stop = start_server(create_app(db, SettlementService(db, ENGINE, clock=dt.datetime.now)))
+    yield base, db
+    stop()
+
+
+def start_server(app: Any) -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread: (base URL, stop)."""
     port = _free_port()
-    config = uvicorn.Config(create_app(db, service), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
     while not srv.started and time.time() < deadline:
         time.sleep(0.02)
     assert srv.started
-    yield f"http://127.0.0.1:{port}", db
-    srv.should_exit = True
-    thread.join(timeout=10)
+
+    def stop() -> None:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop
 
 
 def _client(db: Engine, base: str, code: str = INST) -> Client:

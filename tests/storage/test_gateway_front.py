@@ -131,7 +131,15 @@ def test_answer_bytes_headers_and_log_line(db: Engine, caplog: pytest.LogCapture
     assert "签名不符".encode() in response.content and b"\\u" not in response.content
     body = json.loads(response.content)
     assert list(body) == ["infcode", "inf_refmsgid", "refmsg_time", "respond_time", "err_msg", "warn_msg", "output"]
-    assert body["infcode"] == -1 and body["output"] is None and body["inf_refmsgid"].startswith("210600")
+    # Refused before its body was read: no envelope field is known to the answer or the log.
+    assert body["infcode"] == -1 and body["output"] is None and body["inf_refmsgid"].startswith("000000")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "yibao.gateway"]
+    assert lines == [{"msgid": "", "infno": "", "fixmedins_code": None, "status": 200, "ms": lines[0]["ms"]}]
+    # A signed request's answer and log line carry its envelope's fields.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yibao.gateway"):
+        body = client.post(GATEWAY_PATH, json=envelope, headers=his.headers()).json()
+    assert body["infcode"] == 0 and body["inf_refmsgid"].startswith("210600")
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "yibao.gateway"]
     assert lines == [{"msgid": envelope["msgid"], "infno": "9001", "fixmedins_code": INST, "status": 200,
                       "ms": lines[0]["ms"]}]  # fmt: skip
@@ -154,7 +162,7 @@ def test_malformed_and_oversized_bodies(db: Engine, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(gateway_app, "MAX_BODY_BYTES", 100)
     big = json.dumps(his.envelope("9001", {"signIn": {"opter": "001", "pad": "x" * 200}})).encode()
     answer = client.post(GATEWAY_PATH, content=big, headers=his.headers()).json()
-    assert answer["infcode"] == -1 and "larger than 100 bytes" in answer["err_msg"]
+    assert answer["infcode"] == -1 and "报文超过 100 字节" in answer["err_msg"]
 
 
 def _asgi(app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
@@ -190,6 +198,7 @@ def test_body_in_chunks_and_client_gone(db: Engine) -> None:
     answer = json.loads(sent[1]["body"])
     assert answer["infcode"] == 0 and answer["output"]["signinoutb"]["sign_no"].startswith("S"), answer
     # The HIS went away before its request arrived: nothing is answered, nothing fails.
+    fresh = [(k.encode(), v.encode()) for k, v in his.headers().items()]  # each signature is accepted once
     gone = _asgi(app, [{"type": "http.request", "body": body[:10], "more_body": True}, {"type": "http.disconnect"}],
-                 headers)  # fmt: skip
+                 fresh)  # fmt: skip
     assert gone == []

@@ -223,7 +223,8 @@ def test_accumulators_5206(gateway: tuple[str, Engine]) -> None:
     base, db = gateway
     his = signed(db, base)
     year = dt.date.today().year
-    out = ok(his.call("5206", {"data": {"psn_no": "P1", "cum_ym": f"{year}01", "insutype": "310"}}))
+    card = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "CP1", "card_sn": "SNP1"}  # the person is at the till
+    out = ok(his.call("5206", {"data": {"psn_no": "P1", "cum_ym": f"{year}01", "insutype": "310", **card}}))
     assert isinstance(out, dict)
     # A cum_ym that does not start with a year is the caller's error, named, not an internal one.
     message = refused(his.call("5206", {"data": {"psn_no": "P1", "cum_ym": "x2025"}}), "cum_ym")

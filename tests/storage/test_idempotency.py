@@ -188,7 +188,7 @@ def test_undo_of_unknown_msgid_is_a_stored_noop(ready: Engine) -> None:
     svc = service(ready)
     reply = svc.undo("NEVER-SEEN", "IDEM-7U", INSTITUTION)
     assert reply.setl_id is None and reply.body["undone"] is False and reply.body["omsgid"] == "NEVER-SEEN"
-    stored = transact(ready, lambda c: repo.get_message(c, "IDEM-7U"))
+    stored = transact(ready, lambda c: repo.get_message(c, INSTITUTION, "IDEM-7U"))
     assert stored is not None and stored.operation == "undo" and stored.setl_id is None
     again = svc.undo("NEVER-SEEN", "IDEM-7U", INSTITUTION)
     assert again.replayed and again.body == reply.body

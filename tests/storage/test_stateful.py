@@ -1,8 +1,11 @@
-"""A Hypothesis state machine over the settlement service on SQLite, against a simple model.
+"""A Hypothesis state machine over the settlement service on SQLite and PostgreSQL, against a simple model.
 
 Rules: settle, reverse, 冲正 (undo), retry of an earlier msgid (and a conflicting retry), contribute
 (a contribution entry posted in a unit of work) and bind (a family binding; the holder's account
-then tops up the member's settlements). The model keeps balances, the year's deductible and fund
+then tops up the member's settlements). Hostile steps: a reversal naming another visit (refused,
+nothing changes), a zero-amount bill (refused, no entry, no counter), another institution reusing a
+msgid (its own new message, never a replay or conflict of the first institution's), and a gateway
+signature presented again (accepted once). The model keeps balances, the year's deductible and fund
 use, visits, which settlements are live, and every reply; the Dandong rules it needs are two lines:
 a 300 yuan deductible a year, then 65 % from the pool up to 4,000 yuan, the rest from the own
 account, then from bound holders' accounts in binding order, then cash.
@@ -21,6 +24,7 @@ import contextlib
 import itertools
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,21 +34,32 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, text
 
 from storage import builders as b
+from storage.conftest import _TEMPLATE, _admin, _ensure_template, _pg_url
 from storage.invariants import INSTITUTION, assert_invariants, bill, evoucher, settlement_engine
 from yibao import ledger
 from yibao.db import make_engine, upgrade
 from yibao.db import repository as repo
 from yibao.db import schema as S
-from yibao.errors import YibaoError
+from yibao.errors import SettlementRefused, YibaoError
 from yibao.money import parse_fen
 from yibao.service.credentials import Credential
-from yibao.service.settlement import IdempotencyConflict, SettleCommand, SettlementService, StoredReply
+from yibao.service.settlement import (
+    IdempotencyConflict,
+    NotFound,
+    SettleCommand,
+    SettlementService,
+    StoredReply,
+    VisitMismatch,
+)  # fmt: skip
+from yibao.service.signatures import accept_signature
 from yibao.service.uow import transact
 
 PERSONS = ("M1", "M3", "M5", "M7")
+OTHER_INSTITUTION = "H21060000002"
+SIGNATURES = ("sig-a", "sig-b", "sig-c")
 PAIRS = [(holder, member) for holder in PERSONS for member in PERSONS if holder != member]
 DEDUCTIBLE = 30000
 CAP = 400000
@@ -74,6 +89,7 @@ class Record:
     visits: int
     kind: str = "settle"
     reversed: bool = False
+    institution: str = INSTITUTION
 
 
 @dataclass
@@ -90,7 +106,8 @@ class Model:
     visits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PERSONS, 0))
     bindings: list[tuple[str, str]] = field(default_factory=list)  # (holder, member), in binding order
     records: dict[str, Record] = field(default_factory=dict)
-    messages: dict[str, Message] = field(default_factory=dict)
+    messages: dict[tuple[str, str], Message] = field(default_factory=dict)  # (institution, msgid) → message
+    signatures: set[str] = field(default_factory=set)
 
     def apply(self, record: Record, sign: int) -> None:
         for psn, amount in record.draws.items():
@@ -107,15 +124,18 @@ class Model:
 class SettlementMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="yibao-sm-"))
-        shutil.copy(_template(), self.dir / "yibao.db")
-        self.db: Engine = make_engine(f"sqlite:///{self.dir / 'yibao.db'}", pool_size=2)
+        self.db: Engine = self.open_database()
         ids = itertools.count(1)  # deterministic ids: Hypothesis replays must draw from the same choices
         self.svc = SettlementService(
             self.db, settlement_engine(), clock=lambda: b.NOW, new_id=lambda: f"ST{next(ids):05d}"
         )
         self.model = Model(balance=dict.fromkeys(PERSONS, 0))
         self.counter = 0
+
+    def open_database(self) -> Engine:
+        self.dir = Path(tempfile.mkdtemp(prefix="yibao-sm-"))
+        shutil.copy(_template(), self.dir / "yibao.db")
+        return make_engine(f"sqlite:///{self.dir / 'yibao.db'}", pool_size=2)
 
     def teardown(self) -> None:
         self.db.dispose()
@@ -133,6 +153,7 @@ class SettlementMachine(RuleBasedStateMachine):
     def people(self, balances: list[int], pairs: list[tuple[str, str]]) -> None:
         def setup(conn: Connection) -> None:
             b.institution(conn)
+            b.institution(conn, OTHER_INSTITUTION)
             for psn, yuan in zip(PERSONS, balances, strict=True):
                 b.person(conn, psn, balance_fen=yuan * 100)
                 evoucher(conn, psn, b.NOW)
@@ -151,7 +172,10 @@ class SettlementMachine(RuleBasedStateMachine):
         for psn, yuan, acct, family in visits:
             self._settle_one(psn, yuan, acct, family)
 
-    def _settle_one(self, psn: str, yuan: int, acct: bool, family: bool) -> None:
+    def _settle_one(
+        self, psn: str, yuan: int, acct: bool, family: bool, *, institution: str = INSTITUTION,
+        msgid: str | None = None,
+    ) -> None:  # fmt: skip
         m = self.model
         total = yuan * 100
         dedc = min(total, DEDUCTIBLE - m.dedc_used[psn]) if m.dedc_used[psn] < DEDUCTIBLE else 0
@@ -167,8 +191,9 @@ class SettlementMachine(RuleBasedStateMachine):
                     draws[holder] = draws.get(holder, 0) + take
                     need -= take
         draws = {k: v for k, v in draws.items() if v}
-        msgid = self.next_msgid("S")
-        cmd = SettleCommand(msgid, INSTITUTION, Credential("01", f"EV{psn}"), bill(yuan, acct=acct), family)
+        msgid = msgid or self.next_msgid("S")
+        payload = {**bill(yuan, acct=acct), "mdtrt_id": f"V-{msgid}"}
+        cmd = SettleCommand(msgid, institution, Credential("01", f"EV{psn}"), payload, family)
         reply = self.svc.settle(cmd)
         info = reply.body["setlinfo"]
         assert not reply.replayed and reply.setl_id is not None
@@ -177,10 +202,10 @@ class SettlementMachine(RuleBasedStateMachine):
         assert parse_fen(info["acct_pay"]) == sum(draws.values())
         assert parse_fen(info["acct_mulaid_pay"]) == sum(v for k, v in draws.items() if k != psn)
         assert parse_fen(info["psn_cash_pay"]) == share - sum(draws.values())
-        record = Record(psn, draws, dedc, fund, 1)
+        record = Record(psn, draws, dedc, fund, 1, institution=institution)
         m.apply(record, +1)
         m.records[reply.setl_id] = record
-        m.messages[msgid] = Message(("settle", cmd), reply)
+        m.messages[(institution, msgid)] = Message(("settle", cmd), reply)
 
     # -- reverse -----------------------------------------------------------------------------
     def _reversed(self, target: str, reply: StoredReply, msgid: str, call: tuple[Any, ...]) -> None:
@@ -193,7 +218,7 @@ class SettlementMachine(RuleBasedStateMachine):
         m.apply(original, -1)
         original.reversed = True
         m.records[reply.setl_id] = negation
-        m.messages[msgid] = Message(call, reply)
+        m.messages[(INSTITUTION, msgid)] = Message(call, reply)
 
     @precondition(lambda self: any(r.kind == "settle" for r in self.model.records.values()))
     @rule(data=st.data())
@@ -203,6 +228,10 @@ class SettlementMachine(RuleBasedStateMachine):
         target = data.draw(st.sampled_from([k for k, r in m.records.items() if r.kind == "settle"]))
         msgid = self.next_msgid("R")
         call = ("reverse", target, msgid, INSTITUTION)
+        if m.records[target].institution != INSTITUTION:
+            with pytest.raises(NotFound):  # another institution's settlement is not there to reverse
+                self.svc.reverse(target, msgid, INSTITUTION)
+            return
         if m.records[target].reversed:
             with pytest.raises(Exception, match="已冲销") as refused:
                 self.svc.reverse(target, msgid, INSTITUTION)
@@ -215,9 +244,11 @@ class SettlementMachine(RuleBasedStateMachine):
     def undo(self, data: st.DataObject) -> None:
         """2601 of any earlier message, or of one never seen: undo what it did, or a no-op reply."""
         m = self.model
-        known = list(m.messages)
+        known = sorted({msgid for _, msgid in m.messages})
         target_msgid = data.draw(st.sampled_from([*known, "NEVER-SENT"]))
-        target = m.messages[target_msgid].reply.setl_id if target_msgid in m.messages else None
+        # Only this institution's own message of that msgid counts; another's is not there to see.
+        own = m.messages.get((INSTITUTION, target_msgid))
+        target = own.reply.setl_id if own is not None else None
         msgid = self.next_msgid("U")
         if target is not None and m.records[target].kind != "settle":
             # A reversal is never undone (it would re-charge money and deductibles since moved on).
@@ -230,7 +261,7 @@ class SettlementMachine(RuleBasedStateMachine):
         assert reply.operation == "undo" and not reply.replayed
         if target is None or m.records[target].reversed:
             assert reply.setl_id is None and reply.body["undone"] is False
-            m.messages[msgid] = Message(call, reply)
+            m.messages[(INSTITUTION, msgid)] = Message(call, reply)
         else:
             self._reversed(target, reply, msgid, call)
 
@@ -239,8 +270,8 @@ class SettlementMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def retry(self, data: st.DataObject) -> None:
         """Send an earlier message again: the identical stored reply, nothing changes."""
-        msgid = data.draw(st.sampled_from(list(self.model.messages)))
-        message = self.model.messages[msgid]
+        key = data.draw(st.sampled_from(list(self.model.messages)))
+        message = self.model.messages[key]
         op, *args = message.call
         again = self.svc.settle(*args) if op == "settle" else getattr(self.svc, op)(*args)
         first = message.reply
@@ -253,9 +284,9 @@ class SettlementMachine(RuleBasedStateMachine):
     @rule(data=st.data(), yuan=st.integers(1, 1500))
     def conflicting_retry(self, data: st.DataObject, yuan: int) -> None:
         """An earlier settle msgid with another bill: IdempotencyConflict (checked unchanged by the invariants)."""
-        msgid = data.draw(st.sampled_from([k for k, v in self.model.messages.items() if v.call[0] == "settle"]))
-        cmd: SettleCommand = self.model.messages[msgid].call[1]
-        other = SettleCommand(msgid, cmd.fixmedins_code, cmd.credential, bill(yuan + 1500), cmd.use_family)
+        key = data.draw(st.sampled_from([k for k, v in self.model.messages.items() if v.call[0] == "settle"]))
+        cmd: SettleCommand = self.model.messages[key].call[1]
+        other = SettleCommand(cmd.msgid, cmd.fixmedins_code, cmd.credential, bill(yuan + 1500), cmd.use_family)
         with pytest.raises(IdempotencyConflict):
             self.svc.settle(other)
 
@@ -280,6 +311,42 @@ class SettlementMachine(RuleBasedStateMachine):
             holder_psn_no=holder, member_psn_no=member, relation="spouse", bound_at=b.NOW)))  # fmt: skip
         self.model.bindings.append(pair)
 
+    # -- hostile steps -----------------------------------------------------------------------
+    @precondition(lambda self: any(r.kind == "settle" for r in self.model.records.values()))
+    @rule(data=st.data())
+    def reverse_naming_another_visit(self, data: st.DataObject) -> None:
+        """2208 of a settlement naming another visit: refused, nothing changes (the invariants check)."""
+        target = data.draw(st.sampled_from([k for k, r in self.model.records.items() if r.kind == "settle"]))
+        own = self.model.records[target].institution == INSTITUTION
+        with pytest.raises(VisitMismatch if own else NotFound):
+            self.svc.reverse(target, self.next_msgid("X"), INSTITUTION, mdtrt_id="V-SOMEONE-ELSE")
+
+    @rule(psn=st.sampled_from(PERSONS), acct=st.booleans())
+    def zero_amount(self, psn: str, acct: bool) -> None:
+        """A bill of 0 moves no money: refused, with no entry and no visit counted."""
+        cmd = SettleCommand(self.next_msgid("Z"), INSTITUTION, Credential("01", f"EV{psn}"), bill(0, acct=acct))
+        with pytest.raises(SettlementRefused) as refused:
+            self.svc.settle(cmd)
+        assert [r.code for r in refused.value.reasons] == ["ZERO_AMOUNT"]
+
+    @precondition(lambda self: any(inst == INSTITUTION for inst, _ in self.model.messages))
+    @rule(data=st.data(), psn=st.sampled_from(PERSONS), yuan=st.integers(1, 1500))
+    def foreign_msgid(self, data: st.DataObject, psn: str, yuan: int) -> None:
+        """Another institution sends a msgid the first already used: its own new settlement."""
+        taken = sorted(msgid for (inst, msgid), v in self.model.messages.items() if inst == INSTITUTION)
+        msgid = data.draw(st.sampled_from(taken))
+        if (OTHER_INSTITUTION, msgid) in self.model.messages:
+            return
+        self._settle_one(psn, yuan, False, False, institution=OTHER_INSTITUTION, msgid=msgid)
+
+    @rule(signature=st.sampled_from(SIGNATURES))
+    def signature_replay(self, signature: str) -> None:
+        """A gateway signature is accepted the first time only."""
+        until = b.NOW.replace(year=2099)
+        accepted = accept_signature(self.db, "AK-STATEFUL", signature, until, b.NOW)
+        assert accepted == (signature not in self.model.signatures)
+        self.model.signatures.add(signature)
+
     # -- invariants --------------------------------------------------------------------------
     @invariant()
     def database_matches_model(self) -> None:
@@ -299,14 +366,38 @@ class SettlementMachine(RuleBasedStateMachine):
         assert_invariants(self.db)
 
 
-SettlementMachine.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=30,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=30,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+SettlementMachine.TestCase.settings = _settings(25)
 test_settlement_state_machine = SettlementMachine.TestCase
+
+
+class PostgresSettlementMachine(SettlementMachine):
+    """The same machine on PostgreSQL: each example in a database copied from the migrated template."""
+
+    def open_database(self) -> Engine:
+        _ensure_template()
+        self.pg_name = f"yibao_sm_{uuid.uuid4().hex[:12]}"
+        with _admin().connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.pg_name}" TEMPLATE "{_TEMPLATE}"'))
+        return make_engine(_pg_url(self.pg_name), pool_size=2)
+
+    def teardown(self) -> None:
+        self.db.dispose()
+        with _admin().connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'))
+
+
+PostgresSettlementMachine.TestCase.settings = _settings(15)  # a database per example costs more here
+test_settlement_state_machine_postgresql = PostgresSettlementMachine.TestCase
 
 
 # -- defects the machine steers around (found while building it) ---------------------------------

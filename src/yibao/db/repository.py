@@ -83,7 +83,7 @@ _MOVE_PERSONAL = (
     .where(ledger_accounts.c.id == bindparam("b_id"))
     .values(balance_fen=ledger_accounts.c.balance_fen - bindparam("debit"))
 )
-_MESSAGE = select(messages).where(messages.c.msgid == bindparam("m"))
+_MESSAGE = select(messages).where(messages.c.caller == bindparam("c"), messages.c.msgid == bindparam("m"))
 _SETTLEMENT = select(settlements).where(settlements.c.setl_id == bindparam("s"))
 
 
@@ -250,8 +250,9 @@ def account_balance_by_postings(conn: Connection, code: str) -> int:
 
 
 # -- settlements and messages ----------------------------------------------------------
-def get_message(conn: Connection, msgid: str) -> Row[Any] | None:
-    return conn.execute(_MESSAGE, {"m": msgid}).first()
+def get_message(conn: Connection, caller: str, msgid: str) -> Row[Any] | None:
+    """The record of ``msgid`` as ``caller`` (the sending institution) sent it: never another's."""
+    return conn.execute(_MESSAGE, {"c": caller, "m": msgid}).first()
 
 
 def get_settlement(conn: Connection, setl_id: str) -> Row[Any] | None:

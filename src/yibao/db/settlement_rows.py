@@ -127,7 +127,9 @@ class Money(NamedTuple):
     entry_id: int
 
 
-_MESSAGE = "SELECT msgid, operation, payload_hash, response_json, setl_id FROM messages WHERE msgid = ?"
+_MESSAGE = (
+    "SELECT msgid, operation, payload_hash, response_json, setl_id FROM messages WHERE caller = ? AND msgid = ?"
+)
 _CREDENTIAL = "SELECT psn_no, card_sn, status, expires_at FROM credentials WHERE kind = ? AND number = ?"
 # An ID number (mdtrt_cert_type 02) names the person directly: the same shape, always active.
 _PERSON_BY_CERTNO = "SELECT psn_no, NULL, 'active', NULL FROM persons WHERE certno = ?"
@@ -181,7 +183,7 @@ _ENTRY_ID_ROW = {
 # The credential's row (or, for an ID number, the person's) and the msgid record, as one row.
 _START = (
     "SELECT {credential}, m.msgid, m.operation, m.payload_hash, m.response_json, m.setl_id"
-    " FROM (SELECT 1 AS one) k LEFT JOIN {source} LEFT JOIN messages m ON m.msgid = ?"
+    " FROM (SELECT 1 AS one) k LEFT JOIN {source} LEFT JOIN messages m ON m.caller = ? AND m.msgid = ?"
 )
 _START_BY_CREDENTIAL = _START.format(
     credential="c.psn_no, c.card_sn, c.status, c.expires_at", source="credentials c ON c.kind = ? AND c.number = ?"
@@ -203,8 +205,8 @@ _ADD_ACCUMULATORS = (
 _MOVE_PERSONAL = "UPDATE ledger_accounts SET balance_fen = balance_fen - ? WHERE id = ?"
 _INSERT_ENTRY = "INSERT INTO journal_entries (id, kind, ref, created_at, memo) VALUES (?, ?, ?, ?, ?)"
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (msgid, operation, payload_hash, response_json, setl_id, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (caller, msgid, operation, payload_hash, response_json, setl_id, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _SETTLEMENT_COLUMNS = (
     "setl_id", "msgid", "kind", "reverses_setl_id", "psn_no", "fixmedins_code", "mdtrt_id", "insutype", "med_type",
@@ -235,8 +237,9 @@ class Start(NamedTuple):
     message: MessageRow | None
 
 
-def read_message(conn: Connection, msgid: str) -> MessageRow | None:
-    rows = batch(conn, [(_MESSAGE, (msgid,))])[0]
+def read_message(conn: Connection, caller: str, msgid: str) -> MessageRow | None:
+    """What ``msgid`` of ``caller`` (the sending institution) did, if anything."""
+    rows = batch(conn, [(_MESSAGE, (caller, msgid))])[0]
     return MessageRow(*rows[0]) if rows else None
 
 
@@ -352,7 +355,8 @@ def read_for_settlement(
     on — one round trip.
 
     ``credential`` = (kind, number) names the person; every statement finds them through
-    it (:func:`credential_names`). With ``msgid`` that message's record comes along.
+    it (:func:`credential_names`). With ``msgid`` that message's record (the institution's
+    own: messages are scoped by ``fixmedins_code``) comes along.
     ``accounts``: the personal account is used, so balances are read — with ``family``
     also those of the bound account holders, who are then locked too. The person is
     always locked, as their accumulators move. Without ``lock`` (pre-settlement)
@@ -363,9 +367,9 @@ def read_for_settlement(
     payers = _PAYERS_WITH_FAMILY if accounts and family else _PAYERS
     payer_params: tuple[Any, ...] = (PSN, PSN) if accounts and family else (PSN,)
     if kind == "idcard":
-        head: list[Statement] = [(_START_BY_CERTNO, (number.upper(), msgid))]
+        head: list[Statement] = [(_START_BY_CERTNO, (number.upper(), fixmedins_code, msgid))]
     else:
-        head = [(_START_BY_CREDENTIAL, (kind, number, msgid))]
+        head = [(_START_BY_CREDENTIAL, (kind, number, fixmedins_code, msgid))]
     statements = _visit_statements(PSN, fixmedins_code, insutype, date)
     pg = is_postgresql(conn)
     if lock and pg:
@@ -416,13 +420,13 @@ def write_settlement(
     now: dt.datetime,
     accumulator_deltas: Mapping[str, int],
     settlement: Mapping[str, Any],
-    message: tuple[str, str, str, str, str | None],
+    message: tuple[str, str, str, str, str, str | None],
     commit: bool = False,
 ) -> None:
     """Append the settlement's entry, move balances and accumulators, store the row and the msgid record.
 
     ``account_ids`` must hold every account the entry posts to; ``message`` is
-    (msgid, operation, payload_hash, response_json, setl_id). Accumulator deltas are
+    (caller, msgid, operation, payload_hash, response_json, setl_id). Accumulator deltas are
     increases only (a settlement never lowers a year-to-date total). ``commit``: these
     are the unit of work's last writes; its commit goes with them (one round trip less).
     """

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from .fastsql import Statement, batch
 
-__all__ = ["Fee", "VisitRow", "add_fees", "close_visit", "open_visit", "read_visit_and_fees"]
+__all__ = ["Fee", "VisitRow", "add_fees", "close_visit", "open_visit", "read_visit_and_fees", "reopen_visit"]
 
 #: Fee lines per INSERT (SQLite allows 32 766 parameters per statement).
 FEE_ROWS_PER_STATEMENT = 500
@@ -30,6 +30,7 @@ _OPEN = (
     f"INSERT INTO visits ({', '.join(_COLUMNS)}, created_at) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})"
     " ON CONFLICT (mdtrt_id) DO NOTHING"
 )
+_REOPEN = "UPDATE visits SET status = 'open' WHERE mdtrt_id = ? AND fixmedins_code = ? AND status = 'settled'"
 _CLOSE = "UPDATE visits SET status = 'settled' WHERE mdtrt_id = ? AND status = 'open' RETURNING mdtrt_id"
 # Lines as (feedetl_sn, line_json) rows of a VALUES list.
 _ADD_FEES = (
@@ -84,3 +85,8 @@ def add_fees(conn: Connection, mdtrt_id: str, lines: Sequence[tuple[str, str]], 
 def close_visit(conn: Connection, mdtrt_id: str) -> bool:
     """Mark an open visit settled; False if it was not open (settled or cancelled meanwhile)."""
     return bool(batch(conn, [(_CLOSE, (mdtrt_id,))])[0])
+
+
+def reopen_visit(conn: Connection, mdtrt_id: str, fixmedins_code: str) -> None:
+    """Open again the institution's settled visit ``mdtrt_id`` (its settlement was reversed)."""
+    batch(conn, [(_REOPEN, (mdtrt_id, fixmedins_code))])

@@ -2,7 +2,7 @@
 
 from .request import FeeLine, SettlementRequest, parse_request
 from .result import SettlementResult, check_identities
-from .settle import Engine, settle
+from .settle import Engine, scheme_counters, settle
 from .trace import TraceStep, render
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "check_identities",
     "parse_request",
     "render",
+    "scheme_counters",
     "settle",
 ]

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ..money import BP_ONE, apply_bp, round_div_half_up
 from ..policy import Policy
-from ..policy.model import Adjustment, Facts, FundRule
+from ..policy.model import Adjustment, Facts, FundRule, Scheme
 from .trace import TraceStep
 
 __all__ = ["FundOutcome", "compute_fund"]
@@ -56,6 +56,18 @@ def _keys(acc_name: str) -> _Keys:
 @lru_cache(maxsize=4096)
 def _cap_key(cap_name: str) -> str:
     return f"{cap_name}.fund_amt"
+
+
+def counter_keys(scheme: Scheme) -> frozenset[str]:
+    """Every year-to-date counter the scheme's rules read or write: each benefit's visit count and
+    its pool's counters, each layer's counters, and every cap's used amount (docs/policy.md)."""
+    rules: list[tuple[str, FundRule]] = [(name, benefit.fund) for name, benefit in scheme.benefits.items()]
+    rules += [(layer.name, layer) for layer in scheme.layers]
+    keys = {f"{name}.visit_cnt" for name in scheme.benefits}
+    for name, rule in rules:
+        keys.update(_keys(name))
+        keys.update(_cap_key(cap.name) for cap in rule.caps)
+    return frozenset(keys)
 
 
 def compute_fund(

@@ -30,11 +30,20 @@ __all__ = [
 MAX_LINES = 20_000
 MAX_FAMILY_ACCOUNTS = 20
 MAX_ACCUMULATORS = 500
-_REGION_RE = re.compile(r"^\d{6}$")
+#: A year-to-date count (visits, admissions) never exceeds one settlement a second all year: a bound
+#: no person reaches, unlike a bound of one visit a day, which dialysis and pharmacy patients pass.
+MAX_YEAR_COUNT = 366 * 86_400
+#: Per fee line: a unit price, a quantity and a line amount no real bill comes near (the dearest
+#: listed therapies cost about 1.3 million yuan a course); anything above is a typing or encoding error.
+MAX_PRICE_MICRO = 10_000_000 * 1_000_000  # 10 million yuan, in 1/1,000,000 yuan
+MAX_COUNT_UNITS = 1_000_000 * 10_000  # one million units, in 1/10,000
+MAX_LINE_FEN = 100_000_000 * 100  # 100 million yuan
+# ASCII digits only: \d alone would also take full-width and other scripts' digits (１, ٣).
+_REGION_RE = re.compile(r"^\d{6}$", re.ASCII)
 _CODE_RE = re.compile(r"^[0-9A-Za-z._-]{1,50}$")
 _ACC_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\.(visit_cnt|[a-z][a-z0-9_]{0,23}_amt)$")
-_PRICE_RE = re.compile(r"^\d{1,14}(\.\d{1,6})?$")
-_COUNT_RE = re.compile(r"^\d{1,10}(\.\d{1,4})?$")
+_PRICE_RE = re.compile(r"^\d{1,14}(\.\d{1,6})?$", re.ASCII)
+_COUNT_RE = re.compile(r"^\d{1,10}(\.\d{1,4})?$", re.ASCII)
 _OFFSITE_TYPES = ("long_term", "referral", "emergency", "temporary")
 
 
@@ -165,7 +174,7 @@ def _flag(value: Any, field: str) -> bool:
 def _int(value: Any, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or _blank(value):
         raise RequestError(field, "missing required value" if _blank(value) else "must be an integer")
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
         value = int(value.strip())
     if not isinstance(value, int):
         raise RequestError(field, f"must be an integer, got {value!r}")
@@ -195,7 +204,7 @@ def _scaled(text: str, places: int) -> int:
     return int(whole + frac.ljust(places, "0"))
 
 
-_AMOUNT_TEXT_RE = re.compile(r"^\d{1,14}(\.\d{1,2})?$")
+_AMOUNT_TEXT_RE = re.compile(r"^\d{1,14}(\.\d{1,2})?$", re.ASCII)
 _LV_CODES = frozenset(("01", "02", "03", "04"))
 _FAST_OPTIONAL = ("hilist_code", "med_list_codg", "chrgitm_lv", "med_chrgitm_type", "hosp_appr_flag")
 
@@ -233,6 +242,8 @@ def _fast_line(raw: Any, index: int) -> FeeLine | None:
         return None
     pric_micro, cnt_units = _scaled(pric, 6), _scaled(cnt, 4)
     amount = _scaled(amt, 2)
+    if pric_micro > MAX_PRICE_MICRO or cnt_units > MAX_COUNT_UNITS or amount > MAX_LINE_FEN:
+        return None
     if (2 * pric_micro * cnt_units + 10**8) // (2 * 10**8) != amount:
         return None
     return FeeLine(
@@ -257,6 +268,12 @@ def _checked_line(raw: Any, index: int) -> FeeLine:
     amount = _amount(raw.get("det_item_fee_sumamt"), f"{at}.det_item_fee_sumamt")
     # price has 6 decimals, quantity 4: the product is in 1e-10 yuan; fen is 1e-2 yuan.
     pric_micro, cnt_units = _scaled(pric, 6), _scaled(cnt, 4)
+    if pric_micro > MAX_PRICE_MICRO:
+        raise RequestError(f"{at}.pric", f"unit price above {MAX_PRICE_MICRO // 10**6} yuan: {pric}")
+    if cnt_units > MAX_COUNT_UNITS:
+        raise RequestError(f"{at}.cnt", f"quantity above {MAX_COUNT_UNITS // 10**4}: {cnt}")
+    if amount > MAX_LINE_FEN:
+        raise RequestError(f"{at}.det_item_fee_sumamt", f"line amount above {MAX_LINE_FEN // 100} yuan")
     product = pric_micro * cnt_units
     expected = (2 * product + 10**8) // (2 * 10**8)
     if expected != amount:
@@ -319,7 +336,7 @@ def _accumulators(raw: Any, year: int) -> dict[str, int]:
         field = f"accumulators.values.{key}"
         if not isinstance(key, str) or not _ACC_KEY_RE.match(key):
             raise RequestError(field, "names look like '<rule>.<counter>_amt' or '<rule>.visit_cnt'")
-        out[key] = _int(value, field, 0, 366) if key.endswith("_cnt") else _amount(value, field)
+        out[key] = _int(value, field, 0, MAX_YEAR_COUNT) if key.endswith("_cnt") else _amount(value, field)
     return out
 
 

@@ -16,13 +16,13 @@ from ..catalog import Catalog
 from ..errors import Reason, RequestError, SettlementRefused
 from ..policy import Policy, PolicyStore
 from ..policy.model import AccountRules, Benefit, Facts, Layer, Scheme
-from .funds import FundOutcome, compute_fund
+from .funds import FundOutcome, compute_fund, counter_keys
 from .request import SettlementRequest
 from .result import FUND_FIELDS, AccountDraw, FundDetail, SettlementResult, check_identities
 from .split import LineSplit, SplitContext, split_line
 from .trace import OFFSITE_NAMES, TraceStep
 
-__all__ = ["Engine", "settle"]
+__all__ = ["Engine", "scheme_counters", "settle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,27 @@ def _make_plan(policy: Policy, scheme: Scheme, insutype: str, med_type: str) -> 
     return _Plan(name, benefit, step, f"schemes.{insutype}.benefits.{name}.fund", layers, f"{name}.visit_cnt")
 
 
+def scheme_counters(policy: Policy, insutype: str) -> frozenset[str]:
+    """The year-to-date counters the rules of ``insutype`` in ``policy`` read and write (once per policy)."""
+    known: frozenset[str] | None = policy.derived.get(("counters", insutype))
+    if known is None:
+        scheme = policy.scheme(insutype)
+        known = policy.derived[("counters", insutype)] = counter_keys(scheme) if scheme is not None else frozenset()
+    return known
+
+
+def _known_counters(policy: Policy, req: SettlementRequest) -> None:
+    """A year-to-date key no rule of the scheme reads would be counted as zero: refuse it, listing the valid ones."""
+    known = scheme_counters(policy, req.insutype)
+    for key in req.accumulators:
+        if key not in known:
+            raise RequestError(
+                f"accumulators.values.{key}",
+                f"险种 {req.insutype} 的政策没有该累计项; 可用: {', '.join(sorted(known))}",
+                code="UNKNOWN_CODE",
+            )
+
+
 def _gate(code: str, zh: str, en: str) -> TraceStep:
     return TraceStep("gate", "", None, None, None, {"code": code, "message_zh": zh, "message_en": en})
 
@@ -80,6 +101,8 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
     if plan is None:
         plan = policy.derived[(req.insutype, req.med_type)] = _make_plan(policy, scheme, req.insutype, req.med_type)
     benefit_name, benefit = plan.benefit_name, plan.benefit
+    if req.accumulators:
+        _known_counters(policy, req)
     person = params.person_categories.get(req.psn_type)
     if person is None:
         raise RequestError("psn_type", f"参保地政策未定义人员类别 {req.psn_type}", code="UNKNOWN_CODE")

@@ -25,18 +25,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from starlette.types import Receive, Scope, Send
 
-from ..db.schema import api_keys
 from ..errors import RequestError, SettlementRefused, YibaoError
+from ..service.apikeys import active_key
 from ..service.settlement import SettlementService
-from ..service.uow import transact
+from ..service.signatures import accept_signature
 from . import inpatient, other, pharmacy, signature
+from .envelope import read_envelope, text_field
 from .transactions import HANDLERS as OUTPATIENT_HANDLERS
 from .transactions import SIGN_FREE, Call, signed_in
 
@@ -47,7 +48,14 @@ __all__ = ["GATEWAY_PATH", "INTERNAL_ERROR", "SIGNIN_CACHE_SIZE", "SIGNIN_TTL_S"
 GATEWAY_PATH = "/fsi/api/rsfComIfsService/callService"
 #: Accepted clock difference between a client's _api_timestamp and ours.
 REPLAY_WINDOW_MS = 300_000
-MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The largest envelope read: a 2204/2301 of several thousand fee lines fits many times over.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: A signature header longer than this is not one (Base64 of an HMAC-SHA1 has 28 characters).
+_MAX_HEADER = 128
+#: Access keys remembered per process (unknown ones too, so a flood of made-up keys cannot grow it).
+_MAX_KEYS_CACHED = 10_000
+#: Envelope fields checked as bounded printable text before dispatch.
+_TEXT_FIELDS = ("sign_no", "mdtrtarea_admvs", "insuplc_admdvs", "infver", "opter", "opter_type", "recer_sys_code")
 #: err_msg of an answer to an unexpected failure (tests assert it never appears).
 INTERNAL_ERROR = "平台内部错误, 已记录, 请稍后重试"
 #: How long one process trusts a positive sign-in check (seconds), and for how many sign_no at most.
@@ -105,12 +113,9 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
     def key_of(access_key: str) -> tuple[str, str] | None:
         # Keys are read once per process; revocation takes effect on restart (documented).
         if access_key not in keys:
-            row = transact(
-                db,
-                lambda conn: conn.execute(select(api_keys).where(api_keys.c.access_key == access_key)).first(),
-                readonly=True,
-            )
-            keys[access_key] = None if row is None or row.revoked_at is not None else (row.secret, row.fixmedins_code)
+            if len(keys) >= _MAX_KEYS_CACHED:
+                keys.clear()
+            keys[access_key] = active_key(db, access_key)
         return keys[access_key]
 
     def answer(envelope: Mapping[str, Any], infcode: int, output: Any, err: str = "", warn: str = "") -> bytes:
@@ -148,33 +153,39 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             if infno == "9002":  # a sign-out: no sign_no of the institution is trusted from the cache any more
                 signins.forget(fixmedins_code)
 
+    def authenticate(headers: list[tuple[bytes, bytes]]) -> str:
+        """The calling institution of verified signature headers, each signature accepted once (in a worker thread)."""
+        now_ms = ms_clock()
+        access_key, signature, owner = _authenticate(headers, key_of, now_ms)
+        # The signature stays refused while its timestamp could still pass the window check.
+        now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).replace(tzinfo=None)
+        until = now + dt.timedelta(milliseconds=2 * REPLAY_WINDOW_MS)
+        if not accept_signature(db, access_key, signature, until, now):
+            raise _AuthError("鉴权失败: 该签名已使用 (防重放), 每个请求须重新生成 _api_timestamp 与签名")
+        return owner
+
     async def respond(scope: Scope, receive: Receive) -> bytes | None:
         """The answer's body for one request (None if the client went away before sending it); logs one line."""
         started = time.perf_counter()
-        read = await _read_body(receive)
-        if read is None:
-            return None
-        raw, too_large = read
         envelope: Mapping[str, Any] = {}
         infno = msgid = ""
         try:
+            # Who is calling, before a byte of the body is read: an unsigned body is never parsed.
+            owner = await _in_thread(authenticate, scope["headers"])
+            read = await _read_body(receive)
+            if read is None:
+                return None
+            raw, too_large = read
             if too_large:
-                raise RequestError("", f"request larger than {MAX_BODY_BYTES} bytes")
-            try:
-                decoded = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RequestError("", f"报文不是合法的 UTF-8 JSON: {exc}") from None
-            if not isinstance(decoded, dict):
-                raise RequestError("", "报文必须是 JSON 对象")
-            envelope = decoded
-            infno = str(envelope.get("infno") or "").strip()
-            msgid = str(envelope.get("msgid") or "").strip()
-            fixmedins_code = str(envelope.get("fixmedins_code") or "").strip()
-            if not infno:
-                raise RequestError("infno", "missing required value")
-            if not msgid or len(msgid) > 40:
-                raise RequestError("msgid", "missing, or longer than 40 characters")
-            _authenticate(scope["headers"], fixmedins_code, key_of, ms_clock())
+                raise RequestError("", f"报文超过 {MAX_BODY_BYTES} 字节")
+            envelope = read_envelope(raw)
+            infno = text_field(envelope, "infno", max_len=8, required=True)
+            msgid = text_field(envelope, "msgid", max_len=40, required=True)
+            fixmedins_code = text_field(envelope, "fixmedins_code", max_len=30)
+            for key in _TEXT_FIELDS:
+                text_field(envelope, key, max_len=64)
+            if fixmedins_code != owner:
+                raise _AuthError(f"鉴权失败: fixmedins_code {fixmedins_code or '(空)'} 不属于该密钥")
             handler = HANDLERS.get(infno)
             if handler is None:
                 raise _Refusal(f"不支持的交易编号 infno={infno}")
@@ -295,11 +306,9 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool] | None:
 
 
 def _authenticate(
-    headers: list[tuple[bytes, bytes]],
-    fixmedins_code: str,
-    key_of: Callable[[str], tuple[str, str] | None],
-    now_ms: int,
-) -> None:
+    headers: list[tuple[bytes, bytes]], key_of: Callable[[str], tuple[str, str] | None], now_ms: int
+) -> tuple[str, str, str]:
+    """(access key, signature, the key's institution) of signature headers that verify; refuses otherwise."""
     fields = dict.fromkeys(signature.SIGNED_HEADERS, "")
     given = ""
     for raw_name, raw_value in headers:  # the first of repeated headers counts, as with Starlette's Headers.get
@@ -313,26 +322,28 @@ def _authenticate(
     missing = [name for name, value in fields.items() if not value] + ([] if given else ["_api_signature"])
     if missing:
         raise _AuthError(f"鉴权失败: 缺少请求头 {', '.join(missing)}")
+    if any(len(value) > _MAX_HEADER for value in (*fields.values(), given)):
+        raise _AuthError(f"鉴权失败: 请求头过长 (每项最多 {_MAX_HEADER} 个字符)")
     key = key_of(fields["_api_access_key"])
     if key is None:
         raise _AuthError("鉴权失败: 未知或已停用的 _api_access_key")
     secret, owner = key
     timestamp = fields["_api_timestamp"]
-    if not (timestamp.isdigit() and len(timestamp) == 13):
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == 13):
         raise _AuthError("鉴权失败: _api_timestamp 须为13位毫秒时间戳")
     if abs(now_ms - int(timestamp)) > REPLAY_WINDOW_MS:
         raise _AuthError("鉴权失败: _api_timestamp 超出允许的时间窗口 (防重放)")
     if not signature.verify(secret, fields, given):
         raise _AuthError("鉴权失败: _api_signature 签名不符")
-    if fixmedins_code != owner:
-        raise _AuthError(f"鉴权失败: fixmedins_code {fixmedins_code or '(空)'} 不属于该密钥")
+    return fields["_api_access_key"], given, owner
 
 
+_T = TypeVar("_T")
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
-async def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
     # Handlers block on the database: run them off the event loop, in one pool per process.
     global _executor
     if _executor is None:

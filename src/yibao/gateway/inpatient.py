@@ -30,7 +30,7 @@ from ..db.schema import settlements, visit_fees, visits
 from ..errors import RequestError
 from ..money import format_fen, parse_fen
 from ..service.credentials import Credential
-from ..service.settlement import SettleCommand
+from ..service.settlement import SettleCommand, is_inpatient
 from ..service.uow import transact
 from .transactions import (
     MAX_VISIT_LINES,
@@ -42,7 +42,6 @@ from .transactions import (
     _payload,
     _person_by,
     _visit,
-    is_inpatient,
 )
 
 __all__ = ["HANDLERS", "Admission", "amount_fen", "fee_lines", "is_inpatient", "load_admission"]
@@ -482,7 +481,7 @@ def settle(call: Call) -> dict[str, Any]:
 
 def _retried(conn: Connection, call: Call, mdtrt_id: str, body: Mapping[str, Any], mid: str) -> SettleCommand | None:
     """For a retry of a 2304 that settled, the command its first attempt sent (so the stored reply replays)."""
-    message = repo.get_message(conn, call.msgid)
+    message = repo.get_message(conn, call.fixmedins_code, call.msgid)
     if message is None or message.setl_id is None:
         return None
     done = repo.get_settlement(conn, message.setl_id)
@@ -503,7 +502,7 @@ def reverse(call: Call) -> dict[str, Any]:
     psn_no = _text(body, "psn_no", where, required=False)
 
     def target_of(conn: Connection) -> Any:
-        if repo.get_message(conn, call.msgid) is not None:
+        if repo.get_message(conn, call.fixmedins_code, call.msgid) is not None:
             return None  # a retry: the settlement service replays (or refuses a reused msgid)
         target = repo.get_settlement(conn, setl_id)
         if target is None or target.fixmedins_code != call.fixmedins_code:

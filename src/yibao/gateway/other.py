@@ -133,7 +133,7 @@ def _cancel(kind: str) -> Callable[[Call], dict[str, Any]]:
         where = "input.data"
         psn_no = _filing_person(call, body, where)
         sn = _text(body, "trt_dcla_detl_sn", where)
-        if not sn.isdigit() or len(sn) > 18:
+        if not (sn.isascii() and sn.isdigit()) or len(sn) > 18:
             raise RequestError(f"{where}.trt_dcla_detl_sn", f"不是有效的备案流水号: {sn}")
         row = transact(
             call.db, lambda conn: conn.execute(select(filings).where(filings.c.id == int(sn))).first(), readonly=True
@@ -281,8 +281,8 @@ def reconcile_totals(call: Call) -> dict[str, Any]:
     }
     theirs = {key: amount_fen(body.get(key, 0) or 0, f"{where}.{key}") for key in ours}
     count_text = _text(body, "fixmedins_setl_cnt", where)
-    if not count_text.lstrip("-").isdigit():
-        raise RequestError(f"{where}.fixmedins_setl_cnt", f"须为整数, 收到 {count_text}")
+    if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 12):
+        raise RequestError(f"{where}.fixmedins_setl_cnt", f"须为不超过 12 位的非负整数, 收到 {count_text[:40]}")
     differs = [
         f"{key} 机构 {format_fen(theirs[key])} / 中心 {format_fen(ours[key])}"
         for key in ours

@@ -37,7 +37,7 @@ def _stored_begntime(call: Call) -> str | None:
     """The service time the first attempt of this msgid settled with (a retry must send the same payload)."""
 
     def work(conn: Connection) -> str | None:
-        message = repo.get_message(conn, call.msgid)
+        message = repo.get_message(conn, call.fixmedins_code, call.msgid)
         if message is None or message.setl_id is None:
             return None
         done = repo.get_settlement(conn, message.setl_id)
@@ -98,7 +98,7 @@ def reverse(call: Call) -> dict[str, Any]:
     psn_no = _text(body, "psn_no", where, required=False)
 
     def check(conn: Connection) -> None:
-        if repo.get_message(conn, call.msgid) is not None:
+        if repo.get_message(conn, call.fixmedins_code, call.msgid) is not None:
             return  # a retry: the settlement service replays (or refuses a reused msgid)
         target = repo.get_settlement(conn, setl_id)
         if target is None or target.fixmedins_code != call.fixmedins_code:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from ..errors import RequestError, YibaoError
 from ..money import format_fen
 from ..service import queries
 from ..service.credentials import CERT_TYPES, Credential, resolve_credential
-from ..service.settlement import SettleCommand, SettlementService, StoredReply
+from ..service.settlement import SettleCommand, SettlementService, StoredReply, is_inpatient
 from ..service.uow import transact
 
 __all__ = ["HANDLERS", "SIGN_FREE", "Call", "GatewayError"]
@@ -63,11 +64,6 @@ class Call:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise RequestError(f"input.{key}", "must be a string")
         return str(value).strip()
-
-
-def is_inpatient(med_type: str) -> bool:
-    """住院类医疗类别: 21 普通住院, 2x (28 日间手术 …), 52 生育住院, 71 家庭病床."""
-    return med_type.startswith("2") or med_type in ("52", "71")
 
 
 def _outpatient_only(row: Any) -> None:
@@ -134,6 +130,11 @@ def signed_in(db: Engine, sign_no: str, fixmedins_code: str) -> bool:
 
 
 # -- 1101 person information ---------------------------------------------------------------
+#: A credential number (card number, e-voucher code, ID number): printable ASCII, bounded.
+_CERT_NO_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
+_CARD_SN_RE = re.compile(r"^[\x21-\x7e]{1,32}$")
+
+
 def _credential(call: Call, body: Mapping[str, Any]) -> Credential:
     cert_type = str(body.get("mdtrt_cert_type") or "").strip()
     if cert_type not in CERT_TYPES:
@@ -141,10 +142,16 @@ def _credential(call: Call, body: Mapping[str, Any]) -> Credential:
     number = str(body.get("mdtrt_cert_no") or "").strip()
     if not number:
         raise RequestError("input.mdtrt_cert_no", "missing required value")
+    if not _CERT_NO_RE.match(number):
+        raise RequestError("input.mdtrt_cert_no", "凭证号只能含可打印的半角 ASCII 字符, 至多 64 位 (全角字符不可用)")
     card_sn = str(body.get("card_sn") or "").strip() or None
     if cert_type == "03" and card_sn is None:
         raise RequestError("input.card_sn", "a social security card needs its card_sn")
+    if card_sn is not None and not _CARD_SN_RE.match(card_sn):
+        raise RequestError("input.card_sn", "卡识别码只能含可打印的半角 ASCII 字符, 至多 32 位")
     pin = str(body.get("pin") or "").strip() or None
+    if pin is not None and len(pin) > 64:
+        raise RequestError("input.pin", "过长")
     return Credential(cert_type, number, card_sn, pin)
 
 
@@ -434,7 +441,7 @@ def settle(call: Call) -> dict[str, Any]:
         row, fees = _visit_and_fees(conn, call, mdtrt_id, psn_no)
         _outpatient_only(row)
         # A retry of the settling message replays; anything else on a closed visit is refused.
-        if row.status != "open" and settlement_rows.read_message(conn, call.msgid) is None:
+        if row.status != "open" and settlement_rows.read_message(conn, call.fixmedins_code, call.msgid) is None:
             raise GatewayError(f"就诊状态为 {row.status}, 不能结算")
         return _command(call, row, body, _active(fees))
 
@@ -455,18 +462,9 @@ def reverse(call: Call) -> dict[str, Any]:
     if not setl_id:
         raise RequestError("input.data.setl_id", "missing required value")
     _not_an_admission(call, setl_id)
-    reply = call.service.reverse(setl_id, call.msgid, call.fixmedins_code)
-    mdtrt_id = str(body.get("mdtrt_id") or "")
-    if mdtrt_id:
-
-        def reopen(conn: Connection) -> None:
-            conn.execute(
-                update(visits)
-                .where(visits.c.mdtrt_id == mdtrt_id, visits.c.fixmedins_code == call.fixmedins_code)
-                .values(status="open")
-            )
-
-        transact(call.db, reopen)
+    # The service reopens the settlement's own visit; a mdtrt_id naming another visit is refused.
+    mdtrt_id = str(body.get("mdtrt_id") or "").strip() or None
+    reply = call.service.reverse(setl_id, call.msgid, call.fixmedins_code, mdtrt_id=mdtrt_id)
     return {"setlinfo": reply.body["setlinfo"], "setldetail": reply.body.get("setldetail", [])}
 
 
@@ -476,7 +474,7 @@ def undo(call: Call) -> dict[str, Any]:
     omsgid = str(body.get("omsgid") or call.data.get("omsgid") or "")
     if not omsgid:
         raise RequestError("input.data.omsgid", "missing required value")
-    target = transact(call.db, lambda conn: repo.get_message(conn, omsgid), readonly=True)
+    target = transact(call.db, lambda conn: repo.get_message(conn, call.fixmedins_code, omsgid), readonly=True)
     if target is not None and target.setl_id is not None:
         _not_an_admission(call, target.setl_id)
     reply = call.service.undo(omsgid, call.msgid, call.fixmedins_code)
@@ -487,14 +485,18 @@ def undo(call: Call) -> dict[str, Any]:
 
 # -- 5206 accumulators ---------------------------------------------------------------------------
 def accumulators(call: Call) -> dict[str, Any]:
+    """5206: only for a person who shows a credential at the institution, or has an open visit there."""
     body = _payload(call.data, "data")
-    psn_no = str(body.get("psn_no") or "")
+    psn_no = str(body.get("psn_no") or "").strip()
     cum_ym = str(body.get("cum_ym") or call.clock().strftime("%Y"))
     if not (cum_ym[:4].isdigit() and cum_ym[:4].isascii()):
         raise RequestError("input.data.cum_ym", f"must start with a four-digit year (YYYY or YYYYMM): {cum_ym!r}")
     year = int(cum_ym[:4])
     insutype = str(body.get("insutype") or "310")
-    rows = queries.accumulators(call.db, psn_no, year, insutype)
+    credential = _credential(call, body) if body.get("mdtrt_cert_type") or body.get("mdtrt_cert_no") else None
+    rows = queries.accumulators_at_institution(
+        call.db, call.fixmedins_code, psn_no, credential, year, insutype, call.clock()
+    )
     return {
         "cuminfo": [{"cum_type_code": r["key"], "cum": r["value"], "memo": r["meaning"], "year": year} for r in rows]
     }

@@ -35,7 +35,7 @@ __all__ = [
     "unwrap",
 ]
 
-_REGION_RE = re.compile(r"^\d{6}$")
+_REGION_RE = re.compile(r"^\d{6}$", re.ASCII)
 _REF_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_KEYS = {"region", "name", "parent", "valid_from", "references", "policy", "note"}
 _REF_KEYS = {"title", "url", "status", "note"}

@@ -13,7 +13,7 @@ from ..db.schema import api_keys, institutions
 from ..errors import RequestError
 from .uow import transact
 
-__all__ = ["demo_key", "issue_api_key"]
+__all__ = ["active_key", "demo_key", "issue_api_key"]
 
 
 def issue_api_key(
@@ -47,3 +47,14 @@ def issue_api_key(
 def demo_key(fixmedins_code: str) -> tuple[str, str]:
     """The demo region's published key pair for an institution (demo data only, never production)."""
     return f"AK{fixmedins_code}", hashlib.sha256(f"yibao-demo|{fixmedins_code}".encode()).hexdigest()[:32]
+
+
+def active_key(db: Engine, access_key: str) -> tuple[str, str] | None:
+    """(secret, fixmedins_code) of an issued, unrevoked key; None for an unknown or revoked one."""
+    row = transact(
+        db, lambda conn: conn.execute(select(api_keys).where(api_keys.c.access_key == access_key)).first(),
+        readonly=True,
+    )  # fmt: skip
+    if row is None or row.revoked_at is not None:
+        return None
+    return str(row.secret), str(row.fixmedins_code)

@@ -5,18 +5,23 @@ All run in a read-only unit of work (SQLite: a deferred BEGIN, no write lock).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from ..db import repository as repo
-from ..db.schema import contributions
-from ..errors import RequestError
+from ..db.schema import contributions, visits
+from ..errors import RequestError, YibaoError
 from ..money import format_fen
+from .credentials import Credential, resolve_credential
 from .uow import transact
 
-__all__ = ["accumulators", "annual_statement", "balance", "explain_settlement", "usage_records"]
+__all__ = [
+    "InstitutionNotEntitled", "accumulators", "accumulators_at_institution", "annual_statement", "balance",
+    "explain_settlement", "usage_records",
+]  # fmt: skip
 
 #: What each accumulator counter means, for 5206-style answers.
 COUNTER_MEANINGS = {
@@ -82,26 +87,66 @@ def usage_records(db: Engine, psn_no: str, year: int | None = None) -> list[dict
     return transact(db, work, readonly=True)
 
 
+class InstitutionNotEntitled(YibaoError):
+    """An institution asked about a person it has no business with (no credential shown, no open visit)."""
+
+    code = "FORBIDDEN"
+
+
 def accumulators(db: Engine, psn_no: str, year: int, insutype: str) -> list[dict[str, str | int]]:
     """5206: the year-to-date accumulators, each with its meaning."""
+    return transact(db, lambda conn: _accumulators(conn, psn_no, year, insutype), readonly=True)
+
+
+def accumulators_at_institution(
+    db: Engine, fixmedins_code: str, psn_no: str, credential: Credential | None, year: int, insutype: str,
+    now: dt.datetime,
+) -> list[dict[str, str | int]]:  # fmt: skip
+    """5206 for an institution: only for a person who shows a valid credential there now, or who
+    has an open visit (就诊登记 not yet settled or cancelled) at that institution.
+
+    A bare ``psn_no`` names nobody's data to a stranger: the refusal is the same whether the
+    person exists or not.
+    """
 
     def work(conn: Connection) -> list[dict[str, str | int]]:
-        _person_or_error(conn, psn_no)
-        values = repo.get_accumulators(conn, psn_no, year, insutype)
-        out: list[dict[str, str | int]] = []
-        for key, value in sorted(values.items()):
-            rule, _, counter = key.partition(".")
-            out.append(
-                {
-                    "key": key,
-                    "rule": rule,
-                    "meaning": COUNTER_MEANINGS.get(counter, counter),
-                    "value": value if counter.endswith("_cnt") else format_fen(value),
-                }
-            )
-        return out
+        who = psn_no
+        if credential is not None:
+            found, reasons = resolve_credential(conn, credential, now)
+            if found is None or reasons or (psn_no and found != psn_no):
+                raise InstitutionNotEntitled("无权查询: 凭证无效或与 psn_no 不符")
+            who = found
+        else:
+            open_visit = conn.execute(
+                select(visits.c.mdtrt_id).where(
+                    visits.c.psn_no == psn_no, visits.c.fixmedins_code == fixmedins_code, visits.c.status == "open"
+                ).limit(1)
+            ).first()
+            if not psn_no or open_visit is None:
+                raise InstitutionNotEntitled(
+                    f"无权查询人员 {psn_no or '(空)'} 的累计信息: 须出示其医保凭证 (mdtrt_cert_type, mdtrt_cert_no),"
+                    " 或该人员在本机构有未结算的就诊登记"
+                )
+        return _accumulators(conn, who, year, insutype)
 
     return transact(db, work, readonly=True)
+
+
+def _accumulators(conn: Connection, psn_no: str, year: int, insutype: str) -> list[dict[str, str | int]]:
+    _person_or_error(conn, psn_no)
+    values = repo.get_accumulators(conn, psn_no, year, insutype)
+    out: list[dict[str, str | int]] = []
+    for key, value in sorted(values.items()):
+        rule, _, counter = key.partition(".")
+        out.append(
+            {
+                "key": key,
+                "rule": rule,
+                "meaning": COUNTER_MEANINGS.get(counter, counter),
+                "value": value if counter.endswith("_cnt") else format_fen(value),
+            }
+        )
+    return out
 
 
 def annual_statement(db: Engine, psn_no: str, year: int) -> dict[str, Any]:

@@ -21,16 +21,20 @@ from sqlalchemy import Connection, Engine, insert
 from .. import _json, ledger
 from ..db import repository as repo
 from ..db import settlement_rows as rows
+from ..db import visit_rows
 from ..db.schema import messages, settlements
 from ..engine import Engine as SettlementEngine
-from ..engine import SettlementResult, parse_request
+from ..engine import SettlementResult, parse_request, scheme_counters
 from ..errors import Reason, RequestError, SettlementRefused, YibaoError
 from ..money import format_fen
 from ..policy import PolicyStore
 from .credentials import CERT_TYPES, Credential, check_pin, judge_credential, resolve_credential
 from .uow import transact
 
-__all__ = ["IdempotencyConflict", "NotFound", "SettleCommand", "SettlementService", "StoredReply"]
+__all__ = [
+    "IdempotencyConflict", "NotFound", "SettleCommand", "SettlementService", "StoredReply", "VisitMismatch",
+    "is_inpatient",
+]  # fmt: skip
 
 #: The member's relation to the account holder → the holder's relation to the member.
 _INVERSE = {
@@ -55,6 +59,12 @@ class IdempotencyConflict(YibaoError):
 
 class NotFound(YibaoError):
     code = "NOT_FOUND"
+
+
+class VisitMismatch(YibaoError):
+    """A reversal naming a visit that is not its settlement's own (it would reopen another visit)."""
+
+    code = "VISIT_MISMATCH"
 
 
 class Forbidden(YibaoError):
@@ -104,6 +114,11 @@ class _Prepared:
     admdvs: str
     request: dict[str, Any]
     money: rows.Money
+
+
+def is_inpatient(med_type: str) -> bool:
+    """住院类医疗类别: 21 普通住院, 2x (28 日间手术 …), 52 生育住院, 71 家庭病床."""
+    return med_type.startswith("2") or med_type in ("52", "71")
 
 
 def _offsite_filing(policies: PolicyStore, filed: Sequence[Any], treated_in: str) -> Any | None:
@@ -189,18 +204,27 @@ class SettlementService:
             reasons.append(Reason("INSTITUTION_NOT_DESIGNATED", f"{inst.name} 在 {date} 不是定点医药机构"))
         if enrol is not None:
             policies = self.engine.policies
+            scheme = policies.resolve(enrol.admdvs, date).scheme(insutype)
+            # The policy's gates decide, as in the engine (which settles no_fund visits without fund):
+            # only a gate set to refuse stops the visit here.
+            gates = scheme.gates if scheme is not None else None
             if policies.find_region(inst.admdvs) != policies.find_region(enrol.admdvs):
                 if not inst.networked:
                     reasons.append(Reason("INSTITUTION_NOT_NETWORKED", f"{inst.name} 未开通异地就医直接结算"))
-                if _offsite_filing(policies, visit.filings, inst.admdvs) is None:
+                if _offsite_filing(policies, visit.filings, inst.admdvs) is None and (
+                    gates is None or gates.offsite_unfiled == "refuse"
+                ):
                     reasons.append(Reason("OFFSITE_UNFILED", "异地就医未备案, 不能直接结算"))
-            scheme = policies.resolve(enrol.admdvs, date).scheme(insutype)
             benefit = None
             if scheme is not None:
                 benefit = next((b for b in scheme.benefits.values() if med_type in b.med_types), None)
             if benefit is None:
                 reasons.append(Reason("MED_TYPE_NOT_COVERED", f"险种 {insutype} 无医疗类别 {med_type} 的待遇"))
-            elif benefit.requires_disease_filing and not any(f.kind == "disease" for f in visit.filings):
+            elif (
+                benefit.requires_disease_filing
+                and not any(f.kind == "disease" for f in visit.filings)
+                and (gates is None or gates.disease_filing_missing == "refuse")
+            ):
                 reasons.append(Reason("DISEASE_NOT_FILED", f"{benefit.title}须先办理病种备案"))
         return reasons
 
@@ -225,7 +249,7 @@ class SettlementService:
             except ValueError:
                 raise RequestError("begntime", f"not a date: {begntime!r}") from None
         except RequestError:
-            stored = None if replay is None else self._replay(conn, cmd.msgid, replay)
+            stored = None if replay is None else self._replay(conn, cmd.fixmedins_code, cmd.msgid, replay)
             if stored is not None:
                 return stored
             raise
@@ -234,7 +258,7 @@ class SettlementService:
         acct = str(payload.get("acct_used_flag") or "0") == "1"
         kind = CERT_TYPES.get(cmd.credential.cert_type)
         if kind is None:  # nobody to read for: only the msgid record, then the refusal
-            stored = None if replay is None else self._replay(conn, cmd.msgid, replay)
+            stored = None if replay is None else self._replay(conn, cmd.fixmedins_code, cmd.msgid, replay)
             if stored is not None:
                 return stored
             _psn, refused = judge_credential(cmd.credential, None, now)
@@ -268,6 +292,8 @@ class SettlementService:
             pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
             if pin_reasons:
                 raise _PinRefused(tuple(pin_reasons))
+        counters = scheme_counters(self.engine.policies.resolve(enrol.admdvs, date), insutype)
+        counters_held = [key for key in money.accumulators if key in counters]
         filing = _offsite_filing(self.engine.policies, filed, inst.admdvs)
         offsite = filing.offsite_type if filing is not None else None
         current, historical = money.balances.get(psn_no, (0, 0))
@@ -295,7 +321,8 @@ class SettlementService:
                 "offsite": offsite,
                 "diseases": sorted(f.dise_codg for f in filed if f.kind == "disease" and f.dise_codg),
             },
-            "accumulators": {"year": date.year, "values": money.accumulators},
+            # Counters of rules the policy in force no longer has (an earlier version's) are not read.
+            "accumulators": {"year": date.year, "values": {k: money.accumulators[k] for k in counters_held}},
             "accounts": {"current_year": current, "historical": historical, "family": family},
         }
         return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request), money)
@@ -314,7 +341,7 @@ class SettlementService:
         def work(conn: Connection) -> SettlementResult | _PinRefused:
             cmd = build(conn)
             try:
-                return self._compute(self._prepared(conn, cmd, lock=False))
+                return _moving_money(self._compute(self._prepared(conn, cmd, lock=False)))
             except _PinRefused as refused:
                 return refused  # commit the failed-attempt count, then refuse
 
@@ -374,7 +401,7 @@ class SettlementService:
                 return refused  # nothing but the failed-attempt count was written: commit it
             if isinstance(prepared, StoredReply):
                 return prepared
-            result = self._compute(prepared)
+            result = _moving_money(self._compute(prepared))
             now = self.clock()
             setl_id = self.new_id()
             body = result.to_json()
@@ -413,7 +440,7 @@ class SettlementService:
                     "deltas_json": _json.dumps(dict(result.accumulators_delta), sort_keys=True),
                 },
                 # A settlement's reply is its stored result (read back on replay), so not kept twice.
-                message=(cmd.msgid, "settle", digest, "", setl_id),
+                message=(cmd.fixmedins_code, cmd.msgid, "settle", digest, "", setl_id),
                 # Nothing follows but the reply: the commit goes with the writes (transact's own
                 # commit then finds the transaction ended).
                 commit=then is None,
@@ -447,26 +474,36 @@ class SettlementService:
         return ids
 
     # -- 2208 / 2305 reversal --------------------------------------------------------------
-    def reverse(self, setl_id: str, msgid: str, fixmedins_code: str) -> StoredReply:
-        """A new negated settlement and compensating entry; accumulators lose exactly the deltas."""
-        return transact(self.db, lambda conn: self.reverse_in(conn, setl_id, msgid, fixmedins_code))
+    def reverse(self, setl_id: str, msgid: str, fixmedins_code: str, *, mdtrt_id: str | None = None) -> StoredReply:
+        """A new negated settlement and compensating entry; accumulators lose exactly the deltas.
 
-    def reverse_in(self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str) -> StoredReply:
+        ``mdtrt_id``, when the caller names the visit (2208), must be the settlement's own visit;
+        another visit is refused and nothing changes. The reversed settlement's own outpatient
+        visit, and only it, is open again afterwards (in the same unit of work).
+        """
+        return transact(self.db, lambda conn: self.reverse_in(conn, setl_id, msgid, fixmedins_code, mdtrt_id=mdtrt_id))
+
+    def reverse_in(
+        self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str, *, mdtrt_id: str | None = None
+    ) -> StoredReply:
         """:meth:`reverse` inside the caller's unit of work (e.g. with an audit row of its own)."""
-        digest = hashlib.sha256(f"reverse|{setl_id}|{fixmedins_code}".encode()).hexdigest()
-        stored = self._replay(conn, msgid, digest)
+        named = f"|{mdtrt_id}" if mdtrt_id is not None else ""
+        digest = hashlib.sha256(f"reverse|{setl_id}|{fixmedins_code}{named}".encode()).hexdigest()
+        stored = self._replay(conn, fixmedins_code, msgid, digest)
         if stored is not None:
             return stored
-        return self._reverse_in(conn, setl_id, msgid, fixmedins_code, digest, "reverse")
+        return self._reverse_in(conn, setl_id, msgid, fixmedins_code, digest, "reverse", mdtrt_id)
 
     def _reverse_in(
-        self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str, digest: str, operation: str
-    ) -> StoredReply:
+        self, conn: Connection, setl_id: str, msgid: str, fixmedins_code: str, digest: str, operation: str,
+        mdtrt_id: str | None = None,
+    ) -> StoredReply:  # fmt: skip
         original = repo.get_settlement(conn, setl_id)
-        if original is None:
-            raise NotFound(f"结算 {setl_id} 不存在")
-        if original.fixmedins_code != fixmedins_code:
-            raise Forbidden(f"结算 {setl_id} 不属于机构 {fixmedins_code}")
+        if original is None or original.fixmedins_code != fixmedins_code:
+            # Another institution's settlement is not there to see: the same answer as a missing one.
+            raise NotFound(f"结算 {setl_id} 不存在或不属于本机构")
+        if mdtrt_id is not None and original.mdtrt_id != mdtrt_id:
+            raise VisitMismatch(f"结算 {setl_id} 不属于就诊 {mdtrt_id}, 未作任何更改")
         if original.kind != "settle":
             # Undoing a reversal would re-charge accounts and deductibles long since moved on:
             # the institution settles again instead.
@@ -474,14 +511,14 @@ class SettlementService:
         entry_row = repo.entry_of(conn, original.entry_id)
         repo.lock_persons(conn, [original.psn_no, *(p for p in repo.entry_persons(conn, original.entry_id))])
         # Under the lock, a concurrent attempt of this very message may have finished first.
-        stored = self._replay(conn, msgid, digest)
+        stored = self._replay(conn, fixmedins_code, msgid, digest)
         if stored is not None:
             return stored
         done = repo.reversal_of(conn, setl_id)
         if done is not None:
             if operation == "undo":
                 noop = {"undone": False, "setl_id": setl_id, "message": f"原交易已被冲销 ({done.setl_id}), 无需冲正"}
-                return self._store_reply(conn, msgid, "undo", digest, noop, None, self.clock())
+                return self._store_reply(conn, fixmedins_code, msgid, "undo", digest, noop, None, self.clock())
             raise Forbidden(f"结算 {setl_id} 已冲销, 不能重复冲销")
         now = self.clock()
         new_id = self.new_id()
@@ -516,7 +553,11 @@ class SettlementService:
                 }
             )
         )
-        return self._store_reply(conn, msgid, operation, digest, body, new_id, now)
+        if original.mdtrt_id is not None and not is_inpatient(original.med_type):
+            # The reversed settlement's own outpatient visit may be settled again; no other visit.
+            # (An admission's state follows its own transactions: 2305, 2405.)
+            visit_rows.reopen_visit(conn, original.mdtrt_id, fixmedins_code)
+        return self._store_reply(conn, fixmedins_code, msgid, operation, digest, body, new_id, now)
 
     # -- 2601 冲正 --------------------------------------------------------------------------
     def undo(self, target_msgid: str, msgid: str, fixmedins_code: str) -> StoredReply:
@@ -524,27 +565,28 @@ class SettlementService:
         digest = hashlib.sha256(f"undo|{target_msgid}|{fixmedins_code}".encode()).hexdigest()
 
         def work(conn: Connection) -> StoredReply:
-            stored = self._replay(conn, msgid, digest)
+            stored = self._replay(conn, fixmedins_code, msgid, digest)
             if stored is not None:
                 return stored
             now = self.clock()
-            target = repo.get_message(conn, target_msgid)
+            # Only the institution's own message: another's msgid is not there to see or undo.
+            target = repo.get_message(conn, fixmedins_code, target_msgid)
             if target is None or target.setl_id is None:
                 body = {"undone": False, "omsgid": target_msgid, "message": "原交易未处理或未产生结算, 无需冲正"}
-                return self._store_reply(conn, msgid, "undo", digest, body, None, now)
+                return self._store_reply(conn, fixmedins_code, msgid, "undo", digest, body, None, now)
             done = repo.reversal_of(conn, target.setl_id)
             if done is not None:
                 body = {"undone": False, "omsgid": target_msgid, "setl_id": target.setl_id,
                         "message": f"原交易已被冲销 ({done.setl_id}), 无需冲正"}  # fmt: skip
-                return self._store_reply(conn, msgid, "undo", digest, body, None, now)
+                return self._store_reply(conn, fixmedins_code, msgid, "undo", digest, body, None, now)
             reply = self._reverse_in(conn, target.setl_id, msgid, fixmedins_code, digest, "undo")
             return reply
 
         return transact(self.db, work)
 
     # -- idempotency -----------------------------------------------------------------------
-    def _replay(self, conn: Connection, msgid: str, digest: str) -> StoredReply | None:
-        return self._replay_row(conn, rows.read_message(conn, msgid), digest)
+    def _replay(self, conn: Connection, caller: str, msgid: str, digest: str) -> StoredReply | None:
+        return self._replay_row(conn, rows.read_message(conn, caller, msgid), digest)
 
     def _replay_row(self, conn: Connection, row: rows.MessageRow | None, digest: str) -> StoredReply | None:
         """The stored reply of a message already done (``row``), or None if it is new."""
@@ -562,11 +604,12 @@ class SettlementService:
         return StoredReply(row.msgid, row.operation, body, row.setl_id, replayed=True)
 
     def _store_reply(
-        self, conn: Connection, msgid: str, operation: str, digest: str, body: dict[str, Any], setl_id: str | None,
-        now: dt.datetime,
+        self, conn: Connection, caller: str, msgid: str, operation: str, digest: str, body: dict[str, Any],
+        setl_id: str | None, now: dt.datetime,
     ) -> StoredReply:  # fmt: skip
         conn.execute(
             insert(messages).values(
+                caller=caller,
                 msgid=msgid,
                 operation=operation,
                 payload_hash=digest,
@@ -590,6 +633,15 @@ def _unwrap(outcome: T | _PinRefused) -> T:
     if isinstance(outcome, _PinRefused):
         raise SettlementRefused(outcome.reasons)
     return outcome
+
+
+def _moving_money(result: SettlementResult) -> SettlementResult:
+    """A settlement moves money: a bill of 0 is refused (no entry, no counter), as is its pre-settlement."""
+    if result.medfee_sumamt == 0:
+        raise SettlementRefused(
+            (Reason("ZERO_AMOUNT", "费用总额为 0, 无需结算: 零金额费用不产生结算, 也不计入就诊次数"),)
+        )
+    return result
 
 
 def _fen_to_json(request: dict[str, Any]) -> dict[str, Any]:
