@@ -245,6 +245,14 @@ def serve(
             help="units of work at once per worker process; others queue (default: 1 on SQLite, else no limit)",
         ),
     ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy", metavar="ADDR",
+            help="address or CIDR network of a reverse proxy whose X-Forwarded-For names the client; repeatable "
+            "(default: $YIBAO_TRUSTED_PROXIES, comma-separated, else none: the TCP peer is the client)",
+        ),
+    ] = None,
 ) -> None:
     """Run the national-interface gateway (POST /fsi/api/rsfComIfsService/callService)."""
     import logging
@@ -252,9 +260,16 @@ def serve(
 
     import uvicorn
 
+    from .api.ratelimit import TRUSTED_PROXIES_ENV, TrustedProxies
     from .db import database_url as resolve_url
     from .db import make_engine, upgrade
 
+    try:
+        proxies = TrustedProxies(trusted_proxy) if trusted_proxy else TrustedProxies.from_env()
+    except ValueError as exc:
+        _fail(RequestError("--trusted-proxy" if trusted_proxy else TRUSTED_PROXIES_ENV, str(exc)))
+    if trusted_proxy:
+        os.environ[TRUSTED_PROXIES_ENV] = ",".join(str(n) for n in proxies.networks)  # for the worker processes
     url = resolve_url(database_url)
     os.environ["YIBAO_DATABASE_URL"] = url
     if db_in_flight is not None:
@@ -265,9 +280,12 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     typer.echo(f"gateway: http://{host}:{port}/fsi/api/rsfComIfsService/callService")
     typer.echo(f"api:     http://{host}:{port}/v1   docs: http://{host}:{port}/docs")
+    typer.echo(f"trusted proxies (X-Forwarded-For): {proxies}")
+    # proxy_headers=False: uvicorn would otherwise rewrite the client address from X-Forwarded-For
+    # for any peer in its own list (127.0.0.1 by default); the API alone applies the rule above.
     uvicorn.run(
         "yibao.gateway.server:build", factory=True, host=host, port=port, workers=workers, access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=10, proxy_headers=False,
     )  # fmt: skip
 
 

@@ -508,12 +508,15 @@ class _Builder:
         premium = self.policies.resolve(DEMO_REGION, self.today).params.funding.resident_premium_fen
         for spec in house:
             if spec.relation and holder.insutype == "310":
+                # The demo household's register stands as the consent evidence (the agency's direct path).
                 acc.bind_family(
                     self.conn,
                     self.policies,
                     holder_psn_no=holder.psn_no,
                     member_psn_no=spec.psn_no,
                     relation=spec.relation,
+                    consent_ref=f"DEMO-HUKOU-{holder.psn_no}",
+                    actor="cli",
                     clock=self.clock,
                 )
         for spec in house:

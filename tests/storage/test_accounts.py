@@ -55,6 +55,8 @@ RESTRICTED = PolicyStore.from_texts(
         ),
     }
 )
+#: The agency's direct binding records the consent evidence it has seen.
+CONSENT: dict[str, Any] = {"consent_ref": "FORM-2025-001", "actor": "staff:clerk"}
 
 
 def unbalanced_entries(conn: Connection) -> list[Any]:
@@ -133,7 +135,7 @@ def test_resident_premium_cash_and_from_relative(db: Engine) -> None:
                     begn=dt.date(2021, 1, 1))  # fmt: skip
     kw: dict[str, Any] = {"psn_no": child, "year": 2025, "clock": clock, "payer_psn_no": father}
     assert error(acc.pay_resident_premium, db, POLICIES, **kw).code == "NOT_BOUND"
-    acc.bind_family(db, POLICIES, holder_psn_no=father, member_psn_no=child, relation="child", clock=clock)
+    acc.bind_family(db, POLICIES, holder_psn_no=father, member_psn_no=child, relation="child", clock=clock, **CONSENT)
     paid = acc.pay_resident_premium(db, POLICIES, **kw)
     assert (paid.payer_psn_no, paid.amount_fen) == (father, premium)
     assert balances(db, father) == (60_000 - premium, 0)
@@ -144,7 +146,7 @@ def test_resident_premium_cash_and_from_relative(db: Engine) -> None:
     # Too little on the relative's account: refused, nothing changes.
     poor = insured(db, "21060000000124", pin=None, months=1, base_fen=300_000)  # 60 yuan
     spouse = insured(db, "21060000000125", insutype="390", psn_type="15", gend="2", pin=None, begn=dt.date(2021, 1, 1))
-    acc.bind_family(db, POLICIES, holder_psn_no=poor, member_psn_no=spouse, relation="spouse", clock=clock)
+    acc.bind_family(db, POLICIES, holder_psn_no=poor, member_psn_no=spouse, relation="spouse", clock=clock, **CONSENT)
     before = (count(db, S.journal_entries), count(db, S.contributions), balances(db, poor))
     low = error(acc.pay_resident_premium, db, POLICIES, psn_no=spouse, year=2025, clock=clock, payer_psn_no=poor)
     assert (low.code, low.field) == ("INSUFFICIENT_BALANCE", "payer_psn_no")
@@ -201,7 +203,8 @@ def test_binding_rules(db: Engine) -> None:
     away = person("21060000000205", admdvs="210600")
 
     def bind(member: str, relation: str, who: str = holder) -> acc.BindingRecord:
-        return acc.bind_family(db, RESTRICTED, holder_psn_no=who, member_psn_no=member, relation=relation, clock=clock)
+        return acc.bind_family(db, RESTRICTED, holder_psn_no=who, member_psn_no=member, relation=relation, clock=clock,
+                               **CONSENT)  # fmt: skip
 
     assert error(bind, holder, "spouse").code == "SELF_BINDING"
     assert error(bind, spouse, "cousin").code == "RELATION_UNKNOWN"
@@ -232,6 +235,55 @@ def test_binding_rules(db: Engine) -> None:
     closed = person("21030000000206", admdvs="210300")
     other = person("21030000000207", admdvs="210300", insutype="390", psn_type="15", gend="2", begn=dt.date(2021, 1, 1))
     assert error(bind, other, "spouse", who=closed).code == "FAMILY_AID_DISABLED"
+    # Every binding made directly has its consent record; without evidence there is none.
+    assert count(db, S.binding_requests) == 3  # each confirmed, with the evidence
+    bare = error(acc.bind_family, db, RESTRICTED, holder_psn_no=closed, member_psn_no=other, relation="spouse",
+                 clock=clock, consent_ref=" ", actor="staff:clerk")  # fmt: skip
+    assert bare.field == "consent_ref"
+
+
+def test_binding_requests_need_the_other_party(db: Engine) -> None:
+    """Asking checks the rules; only the party asked (an adult, or a minor's guardian) confirms; rules again then."""
+    world(db)
+    reg.add_region(db, code="210200", name="测试市", parent_code="210000")
+
+    def person(psn_no: str, **kw: Any) -> str:
+        return insured(db, psn_no, admdvs="210200", pin=None, policies=RESTRICTED, **kw)
+
+    holder = person("21020000000301")
+    spouse = person("21020000000302", insutype="390", psn_type="15", gend="2", begn=dt.date(2021, 1, 1))
+    kid = person("21020000000303", insutype="390", psn_type="1403", birth=dt.date(2014, 1, 1), begn=dt.date(2021, 1, 1))
+    kid2 = person("21020000000304", insutype="390", psn_type="15", birth=dt.date(2022, 1, 1), begn=dt.date(2023, 1, 1))
+
+    def ask(member: str, relation: str, by: str = holder) -> acc.BindingRequestRecord:
+        return acc.request_binding(db, RESTRICTED, holder_psn_no=holder, member_psn_no=member, relation=relation,
+                                   requester_psn_no=by, clock=clock)  # fmt: skip
+
+    def confirm(request_id: int, **who: Any) -> acc.BindingRequestRecord:
+        return acc.confirm_binding_request(db, RESTRICTED, request_id=request_id, clock=clock, **who)
+
+    assert error(ask, spouse, "parent").code == "RELATION_NOT_ALLOWED"  # checked when asking
+    assert error(ask, spouse, "spouse", by=kid).code == "NOT_A_PARTY"
+    assert error(ask, kid, "child", by=kid).code == "GUARDIAN_REQUIRED"  # a minor does not ask
+    to_spouse, to_kid, to_kid2 = ask(spouse, "spouse"), ask(kid, "child"), ask(kid2, "child")
+    assert count(db, S.family_bindings) == 0
+    assert error(confirm, to_spouse.id, psn_no=holder).code == "OWN_REQUEST"
+    assert error(confirm, to_kid.id, psn_no=kid).code == "GUARDIAN_REQUIRED"
+    assert error(confirm, to_kid.id, psn_no=spouse).code == "NOT_A_PARTY"  # not on record as the kid's parent
+    assert error(confirm, to_kid.id, actor="staff:clerk").code == "CONSENT_REF_REQUIRED"
+    assert error(confirm, to_spouse.id, psn_no=spouse, consent_ref="X").code == "CONSENT_REF_UNEXPECTED"
+    done = confirm(to_spouse.id, psn_no=spouse)
+    assert (done.status, done.decided_by) == ("confirmed", f"person:{spouse}") and done.binding_id is not None
+    assert confirm(to_kid.id, **CONSENT).consent_ref == "FORM-2025-001"
+    # max_members 2 is reached: the third request, asked in time, fails its rules on confirmation and stays pending.
+    assert error(confirm, to_kid2.id, **CONSENT).code == "TOO_MANY_MEMBERS"
+    assert acc.binding_requests_of(db, holder, clock=clock).outgoing[0].id == to_kid2.id
+    assert count(db, S.family_bindings) == 2
+    withdrawn = acc.withdraw_binding_request(db, request_id=to_kid2.id, clock=clock, psn_no=holder)
+    assert withdrawn.status == "withdrawn"
+    assert error(acc.decline_binding_request, db, request_id=to_kid2.id, clock=clock, **{"actor": "staff:clerk"}
+                 ).code == "REQUEST_NOT_PENDING"  # fmt: skip
+    assert error(confirm, 999_999, psn_no=spouse).code == "REQUEST_UNKNOWN"
 
 
 def test_bound_relative_pays_through_settlement(db: Engine) -> None:
@@ -242,7 +294,7 @@ def test_bound_relative_pays_through_settlement(db: Engine) -> None:
     alone = service.presettle(SettleCommand("F0", HOSPITAL, card(member), payload()))
     assert alone.acct_mulaid_pay == 0 and alone.psn_cash_pay > 0
     binding = acc.bind_family(db, POLICIES, holder_psn_no=holder, member_psn_no=member, relation="spouse",
-                              clock=clock)  # fmt: skip
+                              clock=clock, **CONSENT)  # fmt: skip
     reply = service.settle(SettleCommand("F1", HOSPITAL, card(member), payload()))
     info = reply.body["setlinfo"]
     mulaid = round(float(info["acct_mulaid_pay"]) * 100)

@@ -67,7 +67,10 @@ def api_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI,
     service = SettlementService(db, ENGINE, clock=clock)
     settled = service.settle(SettleCommand("M1", INST, Credential("03", "CP1", "SNP1", b.PIN), PAYLOAD))
     policies = ENGINE.policies
-    binding = accounts.bind_family(db, policies, holder_psn_no="P1", member_psn_no="P2", relation="spouse", clock=clock)
+    binding = accounts.bind_family(db, policies, holder_psn_no="P1", member_psn_no="P2", relation="spouse",
+                                   consent_ref="FORM-1", actor="cli", clock=clock)  # fmt: skip
+    asked = accounts.request_binding(db, policies, holder_psn_no="P2", member_psn_no="P1", relation="spouse",
+                                     requester_psn_no="P2", clock=clock)  # fmt: skip
     filing = accounts.file_disease(db, psn_no="P1", dise_codg="I10", begn_date=dt.date(2025, 1, 1), clock=clock)
     create_staff(db, "admin", "correct horse battery staple", "admin", clock)
     create_staff(db, "clerk", "correct horse battery staple", "viewer", clock)
@@ -75,7 +78,7 @@ def api_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI,
     mount(app, db, service, clock=clock)
     known = {
         "psn_no": "P1", "setl_id": settled.setl_id, "fixmedins_code": INST, "region": "210600",
-        "binding_id": binding.id, "filing_id": filing.id, "username": "clerk",
+        "binding_id": binding.id, "filing_id": filing.id, "username": "clerk", "request_id": asked.id,
     }  # fmt: skip
     yield app, db, known
     db.dispose()

@@ -16,9 +16,10 @@ from ..service.settlement import SettlementService
 from . import problems, routes_admin, routes_family, routes_persons, routes_sessions, routes_settlements
 from .auth import ROLES, StaffRecord, create_staff
 from .context import Clock, Context
+from .ratelimit import TrustedProxies
 from .routing import Registrar
 
-__all__ = ["PERSON_TTL", "ROLES", "STAFF_TTL", "StaffRecord", "create_staff", "mount"]
+__all__ = ["PERSON_TTL", "ROLES", "STAFF_TTL", "StaffRecord", "TrustedProxies", "create_staff", "mount"]
 
 #: Lifetime of an insured person's token (the portal).
 PERSON_TTL = dt.timedelta(minutes=30)
@@ -34,12 +35,18 @@ def mount(
     clock: Clock,
     person_ttl: dt.timedelta = PERSON_TTL,
     staff_ttl: dt.timedelta = STAFF_TTL,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> None:
-    """Add the ``/v1`` routes to ``app``; errors under ``/v1`` become ``application/problem+json``."""
+    """Add the ``/v1`` routes to ``app``; errors under ``/v1`` become ``application/problem+json``.
+
+    ``trusted_proxies``: the reverse proxies whose ``X-Forwarded-For`` names the client
+    (default: ``YIBAO_TRUSTED_PROXIES``, else none: the TCP peer is the client).
+    """
     if getattr(app.state, "yibao_api_mounted", False):
         raise RuntimeError("the /v1 API is already mounted on this app")
+    proxies = TrustedProxies.from_env() if trusted_proxies is None else trusted_proxies
     app.state.yibao_api_mounted = True
-    ctx = Context(db, service, clock, person_ttl, staff_ttl)
+    ctx = Context(db, service, clock, person_ttl, staff_ttl, trusted_proxies=proxies)
     registrar = Registrar(app, ctx)
     for module in (routes_sessions, routes_persons, routes_settlements, routes_family, routes_admin):
         module.register(registrar)

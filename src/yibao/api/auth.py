@@ -1,9 +1,10 @@
 """Who is calling: insured persons (ID or card number + settlement PIN) and agency staff
 (username + Argon2id password, with a role), both holding an expiring bearer token.
 
-The PIN check is :func:`yibao.service.credentials.check_pin`, the very one settlement
-uses: a wrong PIN at the portal counts towards the same lock as one at a hospital
-till. Tokens are random; only their SHA-256 is stored, with the expiry.
+A person's PIN is checked by :func:`yibao.service.credentials.check_portal_pin`: the
+settlement PIN, with the portal's own throttle of wrong PINs, so that guesses online
+never lock the PIN a hospital till asks for (a PIN locked at a till still refuses the
+portal). Tokens are random; only their SHA-256 is stored, with the expiry.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from ..db import repository as repo
 from ..db.schema import api_sessions, staff_users
 from ..errors import Reason, RequestError
-from ..service import registry
-from ..service.credentials import Credential, check_pin, resolve_credential
+from ..service.credentials import Credential, check_portal_pin, resolve_credential
 from ..service.uow import transact
 from .audit import audit
 from .context import Clock, Context
@@ -255,9 +255,11 @@ def _login_failed(code: str, detail: str) -> ApiError:
 def login_person(ctx: Context, *, id_number: str | None, card_number: str | None, pin: str) -> Login:
     """Log an insured person in with ID or card number + settlement PIN.
 
-    Wrong PINs count towards the settlement PIN lock (shared with every hospital
-    till); a locked PIN refuses the login. An initial PIN that must be changed still
-    logs in (``pin_must_change``), so that it can be changed.
+    Wrong PINs count towards the portal's own throttle (``credentials.check_portal_pin``:
+    a temporary lock, doubling, in the database), never towards the settlement PIN's
+    lock that hospital tills check; a settlement PIN locked at a till refuses the login.
+    An initial PIN that must be changed still logs in (``pin_must_change``), so that it
+    can be changed.
     """
 
     def work(conn: Connection) -> Login | _Refused:
@@ -284,9 +286,7 @@ def login_person(ctx: Context, *, id_number: str | None, card_number: str | None
                 detail = refusal.message
             return _Refused(_login_failed(code, detail))
         repo.lock_persons(conn, [psn_no])  # concurrent wrong PINs must each count
-        person = repo.get_person(conn, psn_no)
-        max_attempts = registry.person_policy(conn, ctx.policies, person, now.date()).params.security.max_pin_attempts
-        pin_reasons = check_pin(conn, psn_no, pin, max_attempts, now)
+        pin_reasons = check_portal_pin(conn, psn_no, pin, now)
         failed = next((r for r in pin_reasons if r.code != "PIN_MUST_CHANGE"), None)
         if failed is not None:
             audit(conn, at=now, actor=f"person:{psn_no}", role="person", action="session.refused",

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine
 from ..policy import PolicyStore
 from ..service.settlement import SettlementService
 from ..service.uow import transact
-from .ratelimit import LoginLimiter
+from .ratelimit import LoginLimiter, TrustedProxies
 
 __all__ = ["Clock", "Context"]
 
@@ -28,6 +28,8 @@ class Context:
     person_ttl: dt.timedelta
     staff_ttl: dt.timedelta
     login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    #: Whose X-Forwarded-For names the client (default: YIBAO_TRUSTED_PROXIES, else nobody's).
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies.from_env)
 
     @property
     def policies(self) -> PolicyStore:

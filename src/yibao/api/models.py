@@ -18,8 +18,12 @@ __all__ = [
     "AuditPage",
     "BindingCreate",
     "BindingOut",
+    "BindingRequestCreate",
+    "BindingRequestOut",
+    "BindingRequestsOut",
     "BindingsOut",
     "CardOut",
+    "ConsentIn",
     "DesignationUpdate",
     "DiseaseFilingCreate",
     "EnrolmentOut",
@@ -273,10 +277,67 @@ class BindingsOut(BaseModel):
     as_member: list[BindingOut]
 
 
+Relation = Annotated[
+    str, Field(pattern=r"^[a-z][a-z_]{0,19}$", description="The member's relation to the holder", examples=["spouse"])
+]
+ConsentRef = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=64, pattern=r"^\S(.*\S)?$", examples=["DD-2025-0001"],
+        description="The consent evidence the agency has seen: signed form, household register entry …",
+    ),
+    AfterValidator(_plain_text),
+]  # fmt: skip
+
+
 class BindingCreate(_Input):
+    """A binding made by agency staff at once, on the consent evidence they record."""
+
     holder_psn_no: PsnNo
     member_psn_no: PsnNo
-    relation: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,19}$", examples=["spouse"])]
+    relation: Relation
+    consent_ref: ConsentRef
+
+
+class BindingRequestCreate(_Input):
+    """An insured person asks for a binding they are a party to; the other party confirms."""
+
+    holder_psn_no: PsnNo
+    member_psn_no: PsnNo
+    relation: Relation
+
+
+class ConsentIn(_Input):
+    """Staff confirming on a party's behalf record the evidence; persons send no body."""
+
+    consent_ref: ConsentRef | None = None
+
+
+class BindingRequestOut(BaseModel):
+    id: int
+    holder_psn_no: str = Field(description="Whose personal account would pay")
+    member_psn_no: str = Field(description="Whom it would pay for")
+    relation: str = Field(description="The member's relation to the holder")
+    status: Literal["pending", "confirmed", "declined", "withdrawn", "expired"]
+    awaiting_psn_no: str | None = Field(
+        description="The party whose consent it needs (the one who did not ask); null if the agency made it"
+    )
+    requested_by: str = Field(description="person:<psn_no>, or staff:<username> for a binding the agency made")
+    requested_at: LocalTime
+    expires_at: LocalTime
+    decided_at: LocalTime | None
+    decided_by: str | None = Field(description="person:<psn_no> (the party or a guardian) or staff:<username>")
+    consent_ref: str | None = Field(description="The agency's consent evidence, when staff consented")
+    binding_id: int | None = Field(description="The binding made on confirmation")
+
+
+class BindingRequestsOut(BaseModel):
+    psn_no: str
+    incoming: list[BindingRequestOut] = Field(description="Awaiting this person's consent")
+    outgoing: list[BindingRequestOut] = Field(description="Asked for by this person")
+    as_guardian: list[BindingRequestOut] = Field(
+        description="Awaiting the consent of a minor this person is guardian of (on record as their parent)"
+    )
 
 
 # -- filings -------------------------------------------------------------------------------

@@ -75,10 +75,16 @@ CONFLICT_CODES = frozenset(
         "MSGID_CONFLICT",
         "PERSON_EXISTS",
         "PIN_EXISTS",
+        "REQUEST_EXPIRED",
+        "REQUEST_NOT_PENDING",
+        "REQUEST_PENDING",
         "STAFF_EXISTS",
         "TOO_MANY_MEMBERS",
+        "TOO_MANY_PENDING",
     }
 )
+#: Service codes that mean "this caller may not do this", answered 403.
+FORBIDDEN_CODES = frozenset({"GUARDIAN_REQUIRED", "NOT_A_PARTY", "NOT_THE_REQUESTER", "OWN_REQUEST", "PIN_LOCKED"})
 
 
 class ProblemReason(BaseModel):
@@ -166,7 +172,7 @@ def status_of(exc: YibaoError, path_params: Iterable[str]) -> int:
         if exc.code == "NOT_FOUND" or exc.code.endswith("_UNKNOWN"):
             # The resource named by the path does not exist; one named in the body is bad input.
             return 404 if exc.field in set(path_params) else 422
-        if exc.code == "PIN_LOCKED":
+        if exc.code in FORBIDDEN_CODES:
             return 403
         return 422
     return 422
@@ -234,12 +240,12 @@ def http_problem(request: Request, exc: StarletteHTTPException) -> Response:
 def _refuse_body(request: Request) -> Response | None:
     """413 for a declared body over the limit, 415 for a body that is not JSON."""
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
         return problem_response(
             413, "REQUEST_TOO_LARGE", f"request bodies are limited to {MAX_BODY_BYTES} bytes", instance=request.url.path
         )
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    has_body = (length.isdigit() and int(length) > 0) or "transfer-encoding" in request.headers
+    has_body = (length.isascii() and length.isdigit() and int(length) > 0) or "transfer-encoding" in request.headers
     if has_body and not (media == "application/json" or media.endswith("+json")):
         return problem_response(
             415, "UNSUPPORTED_MEDIA_TYPE", "send the body as application/json", instance=request.url.path,

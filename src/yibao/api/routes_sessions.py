@@ -31,12 +31,17 @@ def register(r: Registrar) -> None:
     ) -> SessionOut:
         """Returns a bearer token with its expiry.
 
-        A person's wrong PIN counts towards the settlement PIN lock (shared with
-        hospitals and pharmacies); a locked PIN answers 401 with code ``PIN_LOCKED``.
+        A person's wrong PINs count towards the portal's own throttle, never towards
+        the settlement PIN's lock: after 5 the portal login is locked for 15 minutes,
+        doubling with each further wrong PIN (401 ``PORTAL_LOCKED``, even for the right
+        PIN). A settlement PIN locked at a hospital till answers 401 ``PIN_LOCKED``.
         A client address with too many failed logins in a minute is answered 429
-        ``TOO_MANY_FAILED_LOGINS`` (with ``Retry-After``), whatever it tries.
+        ``TOO_MANY_FAILED_LOGINS`` (with ``Retry-After``), whatever it tries. The client
+        address is the TCP peer's; ``X-Forwarded-For`` counts only from a configured
+        trusted proxy.
         """
-        client = request.client.host if request.client is not None else "unknown"
+        peer = request.client.host if request.client is not None else None
+        client = ctx.trusted_proxies.client(peer, request.headers.getlist("x-forwarded-for"))
         wait_s = limiter.retry_after_s(client)
         if wait_s:
             raise ApiError(

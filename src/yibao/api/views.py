@@ -10,11 +10,12 @@ from sqlalchemy.orm import aliased
 
 from ..db.schema import settlements, staff_users
 from ..money import format_fen
-from ..service.accounts import BindingRecord, FilingRecord
+from ..service.accounts import BindingRecord, BindingRequestRecord, FilingRecord
 from ..service.registry import InstitutionRecord, PersonInfo
 from .auth import staff_record
 from .models import (
     BindingOut,
+    BindingRequestOut,
     CardOut,
     EnrolmentOut,
     FilingOut,
@@ -29,6 +30,7 @@ from .problems import ApiError
 
 __all__ = [
     "binding_out",
+    "binding_request_out",
     "filing_out",
     "institution_out",
     "person_out",
@@ -143,6 +145,15 @@ def binding_out(b: BindingRecord) -> BindingOut:
     return BindingOut(
         id=b.id, holder_psn_no=b.holder_psn_no, member_psn_no=b.member_psn_no, relation=b.relation,
         bound_at=b.bound_at, unbound_at=b.unbound_at,
+    )  # fmt: skip
+
+
+def binding_request_out(r: BindingRequestRecord) -> BindingRequestOut:
+    return BindingRequestOut(
+        id=r.id, holder_psn_no=r.holder_psn_no, member_psn_no=r.member_psn_no, relation=r.relation,
+        status=r.status, awaiting_psn_no=r.awaiting_psn_no, requested_by=r.requested_by, requested_at=r.requested_at,
+        expires_at=r.expires_at, decided_at=r.decided_at, decided_by=r.decided_by, consent_ref=r.consent_ref,
+        binding_id=r.binding_id,
     )  # fmt: skip
 
 

@@ -368,3 +368,38 @@ audit_log = Table(
     Column("before_json", Text, nullable=True),
     Column("after_json", Text, nullable=True),
 )
+
+# -- access control (migration 0008) --------------------------------------------------------
+
+portal_logins = Table(
+    "portal_logins",
+    metadata,
+    # The /v1 portal's own throttle of wrong PINs per person, apart from the settlement PIN's
+    # lock (``pins``) so that a stranger's guesses online never stop the person paying at a till.
+    Column("psn_no", String(30), ForeignKey("persons.psn_no"), primary_key=True),
+    Column("failed_attempts", Integer, nullable=False),  # consecutive wrong PINs at the portal
+    Column("locked_until", DateTime, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+binding_requests = Table(
+    "binding_requests",
+    metadata,
+    # A family binding asked for by one party, in force only once the other party (or a minor's
+    # guardian, or agency staff with consent evidence) confirms it: then ``binding_id`` is set.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("holder_psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("member_psn_no", String(30), ForeignKey("persons.psn_no"), nullable=False, index=True),
+    Column("relation", String(20), nullable=False),  # the member's relation to the holder
+    Column("status", String(10), nullable=False),  # pending | confirmed | declined | withdrawn | expired
+    Column("requested_by", String(48), nullable=False),  # person:<psn_no> | staff:<username> | cli
+    Column("requested_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("decided_at", DateTime, nullable=True),
+    Column("decided_by", String(48), nullable=True),
+    Column("consent_ref", String(64), nullable=True),  # the agency's evidence when staff consented for a party
+    Column("binding_id", Integer, ForeignKey("family_bindings.id"), nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'confirmed', 'declined', 'withdrawn', 'expired')", name="status"
+    ),
+)

@@ -1,6 +1,6 @@
 """Accounts (个人账户 and fund income): contributions, retiree allotments, resident
-premiums, the year-end rollover, family mutual-aid bindings (家庭共济), filings
-(异地就医备案, 门诊慢特病备案) and manual payouts to institutions.
+premiums, the year-end rollover, family mutual-aid bindings (家庭共济) and the consent
+they need, filings (异地就医备案, 门诊慢特病备案) and manual payouts to institutions.
 
 Every movement of money is ONE balanced journal entry (:mod:`yibao.ledger`) posted
 with :func:`yibao.db.repository.post_entry`; personal balances can never go below
@@ -23,7 +23,16 @@ from sqlalchemy import Connection, func, insert, or_, select, update
 
 from .. import ledger
 from ..db import repository as repo
-from ..db.schema import contributions, family_bindings, filings, institutions, journal_entries, ledger_accounts, persons
+from ..db.schema import (
+    binding_requests,
+    contributions,
+    family_bindings,
+    filings,
+    institutions,
+    journal_entries,
+    ledger_accounts,
+    persons,
+)
 from ..db.schema import postings as postings_table
 from ..engine.request import MAX_FAMILY_ACCOUNTS
 from ..ledger import Entry, Posting
@@ -40,6 +49,7 @@ from .registry import (
     existing_region,
     fail,
     lock,
+    months_between,
     need_date,
     need_optional_date,
     need_psn_no,
@@ -49,27 +59,36 @@ from .registry import (
 )
 
 __all__ = [
+    "BINDING_REQUEST_TTL",
+    "MAX_PENDING_REQUESTS",
     "OFFSITE_TYPES",
     "BindingRecord",
+    "BindingRequestRecord",
     "ContributionRecord",
     "FilingRecord",
     "PayoutRecord",
+    "PersonBindingRequests",
     "PersonBindings",
     "RolloverReport",
     "allot_retiree",
     "bind_family",
+    "binding_requests_of",
     "bindings_of",
     "cancel_filing",
+    "confirm_binding_request",
     "contribute_employee",
     "contributions_of",
+    "decline_binding_request",
     "file_disease",
     "file_offsite",
     "filings_of",
     "pay_institution",
     "pay_resident_premium",
     "premium_from_account_entry",
+    "request_binding",
     "rollover_year",
     "unbind_family",
+    "withdraw_binding_request",
 ]
 
 #: 异地就医 filing types; all but long-term residence are temporary.
@@ -78,11 +97,21 @@ OFFSITE_TYPES = ("long_term", "referral", "emergency", "temporary")
 TEMPORARY_FILING_MONTHS = 6
 #: Largest accepted monthly contribution base (fen): 1,000,000 yuan.
 MAX_BASE_FEN = 100_000_000
-_PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$", re.ASCII)
 _DISE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,19}$")
 _RELATION_RE = re.compile(r"^[a-z][a-z_]{0,19}$")
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$")
-_REGION_RE = re.compile(r"^\d{6}$")
+_REGION_RE = re.compile(r"^\d{6}$", re.ASCII)
+_CONSENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_ACTOR_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,48}$")
+#: A binding request not decided within this time expires.
+BINDING_REQUEST_TTL = dt.timedelta(days=7)
+#: Undecided binding requests one person may have asked for at a time.
+MAX_PENDING_REQUESTS = 10
+#: Below this age (in months) a person consents through a guardian (or agency staff).
+ADULT_MONTHS = 18 * 12
+#: A binding with this relation records the holder as the member's parent: their guardian while a minor.
+GUARDIAN_RELATION = "child"
 
 
 # -- records --------------------------------------------------------------------------
@@ -127,6 +156,46 @@ class PersonBindings:
     psn_no: str
     as_holder: tuple[BindingRecord, ...]  # relatives this person's account pays for
     as_member: tuple[BindingRecord, ...]  # relatives whose accounts pay for this person
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRequestRecord:
+    """A binding asked for by one party (or made by the agency on consent evidence).
+
+    ``status`` is as of the call: a pending request past ``expires_at`` reads ``expired``.
+    """
+
+    id: int
+    holder_psn_no: str
+    member_psn_no: str
+    relation: str  # the member's relation to the holder
+    status: str  # pending | confirmed | declined | withdrawn | expired
+    requested_by: str  # person:<psn_no>, or the agency's actor (staff:<username>, cli)
+    requested_at: dt.datetime
+    expires_at: dt.datetime
+    decided_at: dt.datetime | None
+    decided_by: str | None
+    consent_ref: str | None
+    binding_id: int | None
+
+    @property
+    def awaiting_psn_no(self) -> str | None:
+        """The party whose consent the request needs: the one who did not ask (None if the agency made it)."""
+        if self.requested_by == f"person:{self.holder_psn_no}":
+            return self.member_psn_no
+        if self.requested_by == f"person:{self.member_psn_no}":
+            return self.holder_psn_no
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonBindingRequests:
+    """A person's binding requests: awaiting their consent, asked by them, awaiting a ward's consent."""
+
+    psn_no: str
+    incoming: tuple[BindingRequestRecord, ...]
+    outgoing: tuple[BindingRequestRecord, ...]
+    as_guardian: tuple[BindingRequestRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,102 +645,433 @@ def rollover_year(db: Db, *, year: int, clock: Clock, admdvs: str | None = None)
 
 
 # -- family mutual aid ----------------------------------------------------------------
-def bind_family(
-    db: Db, policies: PolicyStore, *, holder_psn_no: str, member_psn_no: str, relation: str, clock: Clock
-) -> BindingRecord:
-    """家庭共济绑定: ``holder``'s personal account may pay for ``member``.
+def _check_binding(
+    conn: Connection, policies: PolicyStore, holder: str, member: str, rel: str, now: dt.datetime
+) -> None:
+    """Every rule a new binding must meet today (the persons exist and are locked by the caller)."""
+    today = now.date()
+    holder_row = repo.enrolment_on(conn, holder, "310", today)
+    if holder_row is None:
+        raise fail(
+            "holder_psn_no",
+            f"{holder} has no employee (310) enrolment on {today}; only an employee's personal account can pay",
+            "HOLDER_NOT_EMPLOYEE",
+        )
+    policy = policy_at(policies, holder_row.admdvs, today)
+    scheme = policy.scheme("310")
+    rules = scheme.account.family if scheme is not None and scheme.account.enabled else None
+    if rules is None or not rules.enabled:
+        raise fail("holder_psn_no", f"family mutual aid is not open in region {policy.region}", "FAMILY_AID_DISABLED")
+    if rel not in policy.params.relations:
+        raise fail(
+            "relation",
+            f"unknown relation {rel!r} (one of {', '.join(policy.params.relations)})",
+            "RELATION_UNKNOWN",
+        )
+    if rel not in rules.relations:
+        raise fail(
+            "relation",
+            f"region {policy.region} does not allow {policy.params.relations[rel]} ({rel})",
+            "RELATION_NOT_ALLOWED",
+        )
+    member_rows = [
+        r
+        for r in repo.enrolments_of(conn, member)
+        if r.insutype in BASIC_INSUTYPES and (r.end_date is None or r.end_date >= today)
+    ]
+    if not member_rows:
+        raise fail("member_psn_no", f"{member} is not insured", "MEMBER_NOT_INSURED")
+    if rules.same_region and policies.find_region(member_rows[-1].admdvs) != policies.find_region(holder_row.admdvs):
+        raise fail(
+            "member_psn_no",
+            f"{member} is insured in {member_rows[-1].admdvs}, the holder in "
+            f"{holder_row.admdvs}; the policy requires the same region",
+            "DIFFERENT_REGION",
+        )
+    active = family_bindings.c.unbound_at.is_(None)
+    duplicate = conn.execute(
+        select(family_bindings.c.id).where(
+            family_bindings.c.holder_psn_no == holder, family_bindings.c.member_psn_no == member, active
+        )
+    ).first()
+    if duplicate is not None:
+        raise fail(
+            "member_psn_no", f"{member} is already bound to {holder} (binding {duplicate.id})", "DUPLICATE_BINDING"
+        )
+    members = conn.execute(
+        select(func.count()).select_from(family_bindings).where(family_bindings.c.holder_psn_no == holder, active)
+    ).scalar_one()
+    if rules.max_members is not None and members >= rules.max_members:
+        raise fail(
+            "member_psn_no",
+            f"{holder} already pays for {members} relatives (max {rules.max_members})",
+            "TOO_MANY_MEMBERS",
+        )
+    holders = conn.execute(
+        select(func.count()).select_from(family_bindings).where(family_bindings.c.member_psn_no == member, active)
+    ).scalar_one()
+    if holders >= MAX_FAMILY_ACCOUNTS:
+        raise fail("member_psn_no", f"{member} already has {holders} paying relatives", "TOO_MANY_MEMBERS")
 
-    ``relation`` is the member's relation to the holder (a key of the policy's
-    ``relations``). The holder must be an employee (310) whose policy's
-    ``schemes.310.account.family`` is enabled and allows the relation, same region and
-    member count rules hold, the member is insured; no self-binding, no duplicate.
-    Effective at once.
-    """
+
+def _insert_binding(conn: Connection, holder: str, member: str, rel: str, now: dt.datetime) -> BindingRecord:
+    key = conn.execute(
+        insert(family_bindings).values(
+            holder_psn_no=holder, member_psn_no=member, relation=rel, bound_at=now, unbound_at=None
+        )
+    ).inserted_primary_key
+    assert key is not None
+    return BindingRecord(int(key[0]), holder, member, rel, now, None)
+
+
+def _binding_input(holder_psn_no: object, member_psn_no: object, relation: object) -> tuple[str, str, str]:
     holder = need_psn_no(holder_psn_no, "holder_psn_no")
     member = need_psn_no(member_psn_no, "member_psn_no")
     rel = need_text("relation", relation, max_len=20, pattern=_RELATION_RE)
     if holder == member:
         raise fail("member_psn_no", "a person cannot bind themselves", "SELF_BINDING")
+    return holder, member, rel
+
+
+def _need_consent_ref(value: object) -> str:
+    if value is None:
+        raise fail("consent_ref", "the agency records the consent evidence (form or register number)",
+                   "CONSENT_REF_REQUIRED")  # fmt: skip
+    return need_text("consent_ref", value, max_len=64, pattern=_CONSENT_RE)
+
+
+def _need_actor(value: object) -> str:
+    return need_text("actor", value, max_len=48, pattern=_ACTOR_RE)
+
+
+def bind_family(
+    db: Db, policies: PolicyStore, *, holder_psn_no: str, member_psn_no: str, relation: str, consent_ref: str,
+    actor: str, clock: Clock,
+) -> BindingRecord:  # fmt: skip
+    """家庭共济绑定 by the agency, on consent evidence it has seen: in force at once.
+
+    ``holder``'s personal account may pay for ``member``; ``relation`` is the member's
+    relation to the holder (a key of the policy's ``relations``). The holder must be an
+    employee (310) whose policy's ``schemes.310.account.family`` is enabled and allows
+    the relation, same region and member count rules hold, the member is insured; no
+    self-binding, no duplicate. ``consent_ref`` (1–64 characters: the signed form, the
+    household register entry …) and ``actor`` (who recorded it, e.g. ``staff:<username>``)
+    are kept in a confirmed ``binding_requests`` row beside the binding. Insured persons
+    ask with :func:`request_binding` instead; the other party confirms.
+    """
+    holder, member, rel = _binding_input(holder_psn_no, member_psn_no, relation)
+    evidence = _need_consent_ref(consent_ref)
+    by = _need_actor(actor)
 
     def work(conn: Connection) -> BindingRecord:
         lock(conn, holder, member)
         existing_person(conn, holder, "holder_psn_no")
         existing_person(conn, member, "member_psn_no")
         now = clock()
-        today = now.date()
-        holder_row = repo.enrolment_on(conn, holder, "310", today)
-        if holder_row is None:
-            raise fail(
-                "holder_psn_no",
-                f"{holder} has no employee (310) enrolment on {today}; only an employee's personal account can pay",
-                "HOLDER_NOT_EMPLOYEE",
+        _check_binding(conn, policies, holder, member, rel, now)
+        binding = _insert_binding(conn, holder, member, rel, now)
+        conn.execute(
+            insert(binding_requests).values(
+                holder_psn_no=holder, member_psn_no=member, relation=rel, status="confirmed", requested_by=by,
+                requested_at=now, expires_at=now, decided_at=now, decided_by=by, consent_ref=evidence,
+                binding_id=binding.id,
             )
-        policy = policy_at(policies, holder_row.admdvs, today)
-        scheme = policy.scheme("310")
-        rules = scheme.account.family if scheme is not None and scheme.account.enabled else None
-        if rules is None or not rules.enabled:
-            raise fail(
-                "holder_psn_no", f"family mutual aid is not open in region {policy.region}", "FAMILY_AID_DISABLED"
-            )
-        if rel not in policy.params.relations:
-            raise fail(
-                "relation",
-                f"unknown relation {rel!r} (one of {', '.join(policy.params.relations)})",
-                "RELATION_UNKNOWN",
-            )
-        if rel not in rules.relations:
-            raise fail(
-                "relation",
-                f"region {policy.region} does not allow {policy.params.relations[rel]} ({rel})",
-                "RELATION_NOT_ALLOWED",
-            )
-        member_rows = [
-            r
-            for r in repo.enrolments_of(conn, member)
-            if r.insutype in BASIC_INSUTYPES and (r.end_date is None or r.end_date >= today)
-        ]
-        if not member_rows:
-            raise fail("member_psn_no", f"{member} is not insured", "MEMBER_NOT_INSURED")
-        if rules.same_region and policies.find_region(member_rows[-1].admdvs) != policies.find_region(
-            holder_row.admdvs
-        ):
-            raise fail(
-                "member_psn_no",
-                f"{member} is insured in {member_rows[-1].admdvs}, the holder in "
-                f"{holder_row.admdvs}; the policy requires the same region",
-                "DIFFERENT_REGION",
-            )
-        active = family_bindings.c.unbound_at.is_(None)
-        duplicate = conn.execute(
-            select(family_bindings.c.id).where(
-                family_bindings.c.holder_psn_no == holder, family_bindings.c.member_psn_no == member, active
+        )  # fmt: skip
+        return binding
+
+    return run(db, work)
+
+
+# -- consent: binding requests ----------------------------------------------------------
+def _binding_request(row: Any, now: dt.datetime) -> BindingRequestRecord:
+    status = "expired" if row.status == "pending" and row.expires_at <= now else row.status
+    return BindingRequestRecord(
+        int(row.id), row.holder_psn_no, row.member_psn_no, row.relation, status, row.requested_by, row.requested_at,
+        row.expires_at, row.decided_at, row.decided_by, row.consent_ref,
+        None if row.binding_id is None else int(row.binding_id),
+    )  # fmt: skip
+
+
+def _is_minor(person: Any, today: dt.date) -> bool:
+    return months_between(person.brdy, today) < ADULT_MONTHS
+
+
+def _guardians(conn: Connection, minor: str, today: dt.date) -> set[str]:
+    """Adults on record as the minor's parent: holders of an active binding with relation ``child``."""
+    rows = conn.execute(
+        select(persons.c.psn_no, persons.c.brdy)
+        .select_from(family_bindings.join(persons, persons.c.psn_no == family_bindings.c.holder_psn_no))
+        .where(
+            family_bindings.c.member_psn_no == minor,
+            family_bindings.c.relation == GUARDIAN_RELATION,
+            family_bindings.c.unbound_at.is_(None),
+        )
+    ).all()
+    return {r.psn_no for r in rows if not _is_minor(r, today)}
+
+
+def _wards(conn: Connection, guardian: str, today: dt.date) -> set[str]:
+    """Minors whose guardian ``guardian`` is on record (the converse of :func:`_guardians`)."""
+    if _is_minor(existing_person(conn, guardian), today):
+        return set()
+    rows = conn.execute(
+        select(persons.c.psn_no, persons.c.brdy)
+        .select_from(family_bindings.join(persons, persons.c.psn_no == family_bindings.c.member_psn_no))
+        .where(
+            family_bindings.c.holder_psn_no == guardian,
+            family_bindings.c.relation == GUARDIAN_RELATION,
+            family_bindings.c.unbound_at.is_(None),
+        )
+    ).all()
+    return {r.psn_no for r in rows if _is_minor(r, today)}
+
+
+def _need_request_id(request_id: object) -> int:
+    if not isinstance(request_id, int) or isinstance(request_id, bool) or not 1 <= request_id <= 2**31 - 1:
+        raise fail("request_id", "must be a positive integer")
+    return request_id
+
+
+def _locked_request(conn: Connection, request_id: int) -> Any:
+    """The request's row, read again after locking both parties (their decisions and bindings queue)."""
+    row = conn.execute(select(binding_requests).where(binding_requests.c.id == request_id)).first()
+    if row is None:
+        raise fail("request_id", f"binding request {request_id} does not exist", "REQUEST_UNKNOWN")
+    lock(conn, row.holder_psn_no, row.member_psn_no)
+    return conn.execute(select(binding_requests).where(binding_requests.c.id == request_id)).one()
+
+
+def _check_decider(conn: Connection, request: BindingRequestRecord, psn_no: str, today: dt.date) -> None:
+    """``psn_no`` may confirm or decline: the party awaited, or, for a minor, a guardian on record."""
+    if request.requested_by == f"person:{psn_no}":
+        raise fail("psn_no", "申请由您发起, 须由对方确认", "OWN_REQUEST")
+    awaiting = request.awaiting_psn_no
+    if awaiting is None:
+        raise fail("psn_no", f"{psn_no} is not a party to binding request {request.id}", "NOT_A_PARTY")
+    if _is_minor(existing_person(conn, awaiting), today):
+        if psn_no == awaiting:
+            raise fail("psn_no", "未成年人须由监护人确认, 或由监护人到经办机构办理", "GUARDIAN_REQUIRED")
+        if psn_no in _guardians(conn, awaiting, today):
+            return
+    elif psn_no == awaiting:
+        return
+    raise fail("psn_no", f"{psn_no} may not decide binding request {request.id}", "NOT_A_PARTY")
+
+
+class _Expired:
+    """A request found expired: the unit of work commits its new status, then the caller raises."""
+
+    def __init__(self, request_id: int, expires_at: dt.datetime) -> None:
+        self.error = fail("request_id", f"申请已于 {expires_at:%Y-%m-%d %H:%M} 过期, 请重新申请", "REQUEST_EXPIRED")
+        self.request_id = request_id
+
+
+def _still_pending(conn: Connection, row: Any, now: dt.datetime) -> _Expired | None:
+    """Refuse a decided request; mark an expired one (the caller commits, then raises)."""
+    if row.status != "pending":
+        raise fail("request_id", f"binding request {row.id} is {row.status}", "REQUEST_NOT_PENDING")
+    if row.expires_at > now:
+        return None
+    conn.execute(
+        update(binding_requests).where(binding_requests.c.id == row.id).values(status="expired", decided_at=now)
+    )
+    return _Expired(int(row.id), row.expires_at)
+
+
+def _run_decision(db: Db, work: Any) -> BindingRequestRecord:
+    outcome = run(db, work)
+    if isinstance(outcome, _Expired):
+        raise outcome.error
+    assert isinstance(outcome, BindingRequestRecord)
+    return outcome
+
+
+def _who(psn_no: str | None, actor: str | None) -> tuple[str | None, str]:
+    """(the deciding person or None for the agency, the ``decided_by`` label)."""
+    if psn_no is not None:
+        if actor is not None:
+            raise fail("actor", "give psn_no (a person) or actor (the agency), not both")
+        person = need_psn_no(psn_no)
+        return person, f"person:{person}"
+    if actor is None:
+        raise fail("psn_no", "give psn_no (a person) or actor (the agency)")
+    return None, _need_actor(actor)
+
+
+def request_binding(
+    db: Db, policies: PolicyStore, *, holder_psn_no: str, member_psn_no: str, relation: str, requester_psn_no: str,
+    clock: Clock,
+) -> BindingRequestRecord:  # fmt: skip
+    """Ask for a family binding (申请绑定); it takes effect when the other party confirms.
+
+    The requester is the holder or the member (``NOT_A_PARTY``), an adult
+    (``GUARDIAN_REQUIRED``: a minor's bindings are asked for by the guardian, or at the
+    agency). Every rule of :func:`bind_family` is checked now and again on confirmation.
+    One undecided request per pair (``REQUEST_PENDING``), at most
+    :data:`MAX_PENDING_REQUESTS` per requester (``TOO_MANY_PENDING``); it expires after
+    :data:`BINDING_REQUEST_TTL`.
+    """
+    holder, member, rel = _binding_input(holder_psn_no, member_psn_no, relation)
+    requester = need_psn_no(requester_psn_no, "requester_psn_no")
+    if requester not in (holder, member):
+        raise fail("requester_psn_no", f"{requester} is not a party to the binding asked for", "NOT_A_PARTY")
+
+    def work(conn: Connection) -> BindingRequestRecord:
+        lock(conn, holder, member)
+        existing_person(conn, holder, "holder_psn_no")
+        existing_person(conn, member, "member_psn_no")
+        now = clock()
+        if _is_minor(existing_person(conn, requester), now.date()):
+            raise fail("requester_psn_no", "未成年人的家庭共济绑定由监护人申请, 或到经办机构办理", "GUARDIAN_REQUIRED")
+        _check_binding(conn, policies, holder, member, rel, now)
+        pending = (binding_requests.c.status == "pending") & (binding_requests.c.expires_at > now)
+        open_one = conn.execute(
+            select(binding_requests.c.id).where(
+                binding_requests.c.holder_psn_no == holder, binding_requests.c.member_psn_no == member, pending
             )
         ).first()
-        if duplicate is not None:
-            raise fail(
-                "member_psn_no", f"{member} is already bound to {holder} (binding {duplicate.id})", "DUPLICATE_BINDING"
-            )
-        members = conn.execute(
-            select(func.count()).select_from(family_bindings).where(family_bindings.c.holder_psn_no == holder, active)
+        if open_one is not None:
+            raise fail("member_psn_no", f"binding request {open_one.id} for this pair awaits a decision",
+                       "REQUEST_PENDING")  # fmt: skip
+        by = f"person:{requester}"
+        asked = conn.execute(
+            select(func.count()).select_from(binding_requests).where(binding_requests.c.requested_by == by, pending)
         ).scalar_one()
-        if rules.max_members is not None and members >= rules.max_members:
-            raise fail(
-                "member_psn_no",
-                f"{holder} already pays for {members} relatives (max {rules.max_members})",
-                "TOO_MANY_MEMBERS",
-            )
-        holders = conn.execute(
-            select(func.count()).select_from(family_bindings).where(family_bindings.c.member_psn_no == member, active)
-        ).scalar_one()
-        if holders >= MAX_FAMILY_ACCOUNTS:
-            raise fail("member_psn_no", f"{member} already has {holders} paying relatives", "TOO_MANY_MEMBERS")
+        if asked >= MAX_PENDING_REQUESTS:
+            raise fail("requester_psn_no", f"{asked} requests already await a decision; withdraw some first",
+                       "TOO_MANY_PENDING")  # fmt: skip
+        expires = now + BINDING_REQUEST_TTL
         key = conn.execute(
-            insert(family_bindings).values(
-                holder_psn_no=holder, member_psn_no=member, relation=rel, bound_at=now, unbound_at=None
+            insert(binding_requests).values(
+                holder_psn_no=holder, member_psn_no=member, relation=rel, status="pending", requested_by=by,
+                requested_at=now, expires_at=expires, decided_at=None, decided_by=None, consent_ref=None,
+                binding_id=None,
             )
-        ).inserted_primary_key
+        ).inserted_primary_key  # fmt: skip
         assert key is not None
-        return BindingRecord(int(key[0]), holder, member, rel, now, None)
+        return BindingRequestRecord(int(key[0]), holder, member, rel, "pending", by, now, expires, None, None, None,
+                                    None)  # fmt: skip
+
+    return run(db, work)
+
+
+def confirm_binding_request(
+    db: Db, policies: PolicyStore, *, request_id: int, clock: Clock, psn_no: str | None = None,
+    actor: str | None = None, consent_ref: str | None = None,
+) -> BindingRequestRecord:  # fmt: skip
+    """Consent (确认): the binding is made now, under every rule of :func:`bind_family`.
+
+    By ``psn_no``: the party the request awaits (an adult), or for a minor a guardian on
+    record (an adult holding an active binding with the minor as ``child``), never the
+    requester (``OWN_REQUEST``, ``GUARDIAN_REQUIRED``, ``NOT_A_PARTY``). Or by the agency:
+    ``actor`` with the ``consent_ref`` it has seen (``CONSENT_REF_REQUIRED``; a person
+    gives none, ``CONSENT_REF_UNEXPECTED``). A decided request is ``REQUEST_NOT_PENDING``;
+    an expired one is marked ``expired`` (committed) and refused ``REQUEST_EXPIRED``. A rule
+    that fails now leaves the request pending.
+    """
+    rid = _need_request_id(request_id)
+    person, by = _who(psn_no, actor)
+    if person is not None and consent_ref is not None:
+        raise fail("consent_ref", "consent evidence is recorded by the agency, not sent by a person",
+                   "CONSENT_REF_UNEXPECTED")  # fmt: skip
+    evidence = None if person is not None else _need_consent_ref(consent_ref)
+
+    def work(conn: Connection) -> BindingRequestRecord | _Expired:
+        row = _locked_request(conn, rid)
+        now = clock()
+        if person is not None:
+            _check_decider(conn, _binding_request(row, now), person, now.date())
+        expired = _still_pending(conn, row, now)
+        if expired is not None:
+            return expired
+        _check_binding(conn, policies, row.holder_psn_no, row.member_psn_no, row.relation, now)
+        binding = _insert_binding(conn, row.holder_psn_no, row.member_psn_no, row.relation, now)
+        conn.execute(
+            update(binding_requests)
+            .where(binding_requests.c.id == rid)
+            .values(status="confirmed", decided_at=now, decided_by=by, consent_ref=evidence, binding_id=binding.id)
+        )
+        done = conn.execute(select(binding_requests).where(binding_requests.c.id == rid)).one()
+        return _binding_request(done, now)
+
+    return _run_decision(db, work)
+
+
+def decline_binding_request(
+    db: Db, *, request_id: int, clock: Clock, psn_no: str | None = None, actor: str | None = None
+) -> BindingRequestRecord:
+    """Refuse consent (拒绝): by the party awaited (or a minor's guardian), or by the agency (``actor``)."""
+    rid = _need_request_id(request_id)
+    person, by = _who(psn_no, actor)
+
+    def work(conn: Connection) -> BindingRequestRecord | _Expired:
+        row = _locked_request(conn, rid)
+        now = clock()
+        if person is not None:
+            _check_decider(conn, _binding_request(row, now), person, now.date())
+        return _close(conn, row, "declined", by, now)
+
+    return _run_decision(db, work)
+
+
+def withdraw_binding_request(
+    db: Db, *, request_id: int, clock: Clock, psn_no: str | None = None, actor: str | None = None
+) -> BindingRequestRecord:
+    """Withdraw (撤回) a pending request: by the person who asked (``NOT_THE_REQUESTER``), or the agency."""
+    rid = _need_request_id(request_id)
+    person, by = _who(psn_no, actor)
+
+    def work(conn: Connection) -> BindingRequestRecord | _Expired:
+        row = _locked_request(conn, rid)
+        now = clock()
+        if person is not None and row.requested_by != by:
+            if person not in (row.holder_psn_no, row.member_psn_no):
+                raise fail("psn_no", f"{person} is not a party to binding request {rid}", "NOT_A_PARTY")
+            raise fail("psn_no", "只有申请人可以撤回申请", "NOT_THE_REQUESTER")
+        return _close(conn, row, "withdrawn", by, now)
+
+    return _run_decision(db, work)
+
+
+def _close(conn: Connection, row: Any, status: str, by: str, now: dt.datetime) -> BindingRequestRecord | _Expired:
+    expired = _still_pending(conn, row, now)
+    if expired is not None:
+        return expired
+    conn.execute(
+        update(binding_requests)
+        .where(binding_requests.c.id == row.id)
+        .values(status=status, decided_at=now, decided_by=by)
+    )
+    done = conn.execute(select(binding_requests).where(binding_requests.c.id == row.id)).one()
+    return _binding_request(done, now)
+
+
+def binding_requests_of(db: Db, psn_no: str, *, clock: Clock, include_closed: bool = False) -> PersonBindingRequests:
+    """The person's binding requests: ``incoming`` (awaiting their consent), ``outgoing`` (asked by
+    them) and ``as_guardian`` (awaiting the consent of a minor they are guardian of); only
+    pending ones unless ``include_closed`` (then also decided and expired ones)."""
+    psn_no = need_psn_no(psn_no)
+
+    def work(conn: Connection) -> PersonBindingRequests:
+        existing_person(conn, psn_no)
+        now = clock()
+        wards = _wards(conn, psn_no, now.date())
+        parties = {psn_no, *wards}
+        rows = conn.execute(
+            select(binding_requests)
+            .where(or_(binding_requests.c.holder_psn_no.in_(parties), binding_requests.c.member_psn_no.in_(parties)))
+            .order_by(binding_requests.c.id)
+        ).all()
+        found = [_binding_request(r, now) for r in rows]
+        if not include_closed:
+            found = [r for r in found if r.status == "pending"]
+        me = f"person:{psn_no}"
+        return PersonBindingRequests(
+            psn_no,
+            tuple(r for r in found if r.awaiting_psn_no == psn_no),
+            tuple(r for r in found if r.requested_by == me),
+            tuple(r for r in found if r.awaiting_psn_no in wards and r.requested_by != me and r.status == "pending"),
+        )
 
     return run(db, work)
 

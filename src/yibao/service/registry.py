@@ -33,7 +33,7 @@ from ..errors import RequestError
 from ..idcard import parse_idcard
 from ..policy import Policy, PolicyStore
 from ..policy.model import Funding
-from .credentials import check_pin, hash_pin
+from .credentials import check_pin, clear_portal_lock, hash_pin
 from .uow import transact
 
 __all__ = [
@@ -86,13 +86,13 @@ BASIC_INSUTYPES = ("310", "390")
 #: psn_type category (policy ``person_categories``) → the scheme it belongs to.
 _SCHEME_OF_CATEGORY = {"in_service": "310", "retired": "310", "resident": "390", "student": "390"}
 _OFFSITE_TYPES = ("long_term", "referral", "emergency", "temporary")
-_REGION_RE = re.compile(r"^\d{6}$")
+_REGION_RE = re.compile(r"^\d{6}$", re.ASCII)
 _PSN_NO_RE = re.compile(r"^[0-9A-Za-z]{1,30}$")
-_INST_CODE_RE = re.compile(r"^[A-Z]\d{11}$")
+_INST_CODE_RE = re.compile(r"^[A-Z]\d{11}$", re.ASCII)
 _HOSP_LV = {f"{n:02d}" for n in range(1, 15)}
 _CARD_NO_RE = re.compile(r"^[0-9A-Z]{6,20}$")
 _CARD_SN_RE = re.compile(r"^[0-9A-Z]{1,32}$")
-_PIN_RE = re.compile(r"^\d{6}$")
+_PIN_RE = re.compile(r"^\d{6}$", re.ASCII)
 _IDET_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 
 
@@ -708,7 +708,7 @@ def enrol(
     psn_no = need_psn_no(psn_no)
     if insutype not in BASIC_INSUTYPES:
         raise fail("insutype", f"must be one of {', '.join(BASIC_INSUTYPES)}, got {insutype!r}", "INSUTYPE_UNKNOWN")
-    if not isinstance(psn_type, str) or not psn_type.isdigit():
+    if not isinstance(psn_type, str) or not (psn_type.isascii() and psn_type.isdigit()):
         raise fail("psn_type", f"must be a numeric code, got {psn_type!r}", "PSN_TYPE_INVALID")
     start = need_date("begn_date", begn_date)
     if admdvs is not None:
@@ -1145,7 +1145,8 @@ def set_initial_pin(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock)
 
 
 def reset_pin(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock) -> None:
-    """Agency staff unlock/reset (解锁/重置): back to the initial PIN, unlocked, to be changed."""
+    """Agency staff unlock/reset (解锁/重置): back to the initial PIN, unlocked, to be changed;
+    the portal's throttle of wrong PINs is cleared too."""
     psn_no = need_psn_no(psn_no)
 
     def work(conn: Connection) -> None:
@@ -1162,6 +1163,7 @@ def reset_pin(db: Db, policies: PolicyStore, *, psn_no: str, clock: Clock) -> No
                 pin_hash=initial_pin_hash(initial), must_change=True, failed_attempts=0, locked=False, updated_at=now
             )
         )
+        clear_portal_lock(conn, psn_no, now)
 
     run(db, work)
 
