@@ -134,7 +134,8 @@ def test_answer_bytes_headers_and_log_line(db: Engine, caplog: pytest.LogCapture
     # Refused before its body was read: no envelope field is known to the answer or the log.
     assert body["infcode"] == -1 and body["output"] is None and body["inf_refmsgid"].startswith("000000")
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "yibao.gateway"]
-    assert lines == [{"msgid": "", "infno": "", "fixmedins_code": None, "status": 200, "ms": lines[0]["ms"]}]
+    assert lines == [{"msgid": "", "infno": "", "fixmedins_code": None, "status": 200, "infcode": -1,
+                      "ms": lines[0]["ms"]}]  # fmt: skip
     # A signed request's answer and log line carry its envelope's fields.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="yibao.gateway"):
@@ -142,7 +143,7 @@ def test_answer_bytes_headers_and_log_line(db: Engine, caplog: pytest.LogCapture
     assert body["infcode"] == 0 and body["inf_refmsgid"].startswith("210600")
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "yibao.gateway"]
     assert lines == [{"msgid": envelope["msgid"], "infno": "9001", "fixmedins_code": INST, "status": 200,
-                      "ms": lines[0]["ms"]}]  # fmt: skip
+                      "infcode": 0, "ms": lines[0]["ms"]}]  # fmt: skip
 
 
 def test_other_methods_openapi_and_v1_untouched(db: Engine) -> None:
@@ -202,3 +203,32 @@ def test_body_in_chunks_and_client_gone(db: Engine) -> None:
     gone = _asgi(app, [{"type": "http.request", "body": body[:10], "more_body": True}, {"type": "http.disconnect"}],
                  fresh)  # fmt: skip
     assert gone == []
+
+
+def test_every_published_path_reaches_the_same_handlers(db: Engine) -> None:
+    """callService, callService/{infno} and the per-transaction service paths HIS code configures."""
+    client, his = _setup(db)
+    signed = client.post(GATEWAY_PATH + "/9001", json=his.envelope("9001", {"signIn": {"opter": "001"}}),
+                         headers=his.headers()).json()  # fmt: skip
+    assert signed["infcode"] == 0, signed
+    his.sign_no = signed["output"]["signinoutb"]["sign_no"]
+    info = client.post("/fsi/api/fsiPsnInfoService/queryPsnInfo", json=his.envelope("1101", {"data": CARD}),
+                       headers=his.headers()).json()  # fmt: skip
+    assert info["infcode"] == 0 and info["output"]["baseinfo"]["psn_no"] == "P1", info
+    # The envelope may leave infno to the path; a different one is refused by name.
+    bare = {k: v for k, v in his.envelope("1101", {"data": CARD}).items() if k != "infno"}
+    assert client.post(GATEWAY_PATH + "/1101", json=bare, headers=his.headers()).json()["infcode"] == 0
+    crossed = client.post("/fsi/api/outpatientSettleService/saveSettletmentV2", json=his.envelope("1101", {}),
+                          headers=his.headers()).json()  # fmt: skip
+    assert crossed["infcode"] == -1 and "2207" in crossed["err_msg"] and "[infno]" in crossed["err_msg"], crossed
+
+
+def test_an_unknown_path_under_fsi_api_gets_the_national_envelope(db: Engine) -> None:
+    client, his = _setup(db)
+    for method, path in (("POST", "/fsi/api/noSuchService/doThing"), ("GET", "/fsi/api/fsiPsnInfoService/queryPsnInfo"),
+                         ("POST", "/fsi/api/" + "x" * 500)):  # fmt: skip
+        response = client.request(method, path, json=his.envelope("1101", {}), headers=his.headers())
+        assert response.status_code == 200, (method, path)
+        body = response.json()
+        assert body["infcode"] == -1 and body["err_msg"] and set(body) >= {"inf_refmsgid", "output"}, body
+    assert client.get(GATEWAY_PATH).status_code == 405  # the documented endpoint keeps its 405 to GET

@@ -38,6 +38,7 @@ from ..service.settlement import SettlementService
 from ..service.signatures import accept_signature
 from . import inpatient, other, pharmacy, signature
 from .envelope import read_envelope, text_field
+from .paths import CALL_SERVICE, PREFIX, route_of
 from .transactions import HANDLERS as OUTPATIENT_HANDLERS
 from .transactions import SIGN_FREE, Call, signed_in
 
@@ -45,7 +46,7 @@ HANDLERS = {**OUTPATIENT_HANDLERS, **inpatient.HANDLERS, **pharmacy.HANDLERS, **
 
 __all__ = ["GATEWAY_PATH", "INTERNAL_ERROR", "SIGNIN_CACHE_SIZE", "SIGNIN_TTL_S", "create_app"]
 
-GATEWAY_PATH = "/fsi/api/rsfComIfsService/callService"
+GATEWAY_PATH = CALL_SERVICE
 #: Accepted clock difference between a client's _api_timestamp and ours.
 REPLAY_WINDOW_MS = 300_000
 #: The largest envelope read: a 2204/2301 of several thousand fee lines fits many times over.
@@ -96,7 +97,10 @@ class GatewayApp(FastAPI):
     gateway: Callable[[Scope, Receive, Send], Any]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == GATEWAY_PATH and scope["method"] == "POST":
+        # Every path under /fsi/api/ is the gateway's (paths.py); GET and the like on the one
+        # documented endpoint keep the router's 405.
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.startswith(PREFIX) and (scope["method"] == "POST" or path != GATEWAY_PATH):
             await self.gateway(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -169,7 +173,13 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
         started = time.perf_counter()
         envelope: Mapping[str, Any] = {}
         infno = msgid = ""
+        infcode = -1
         try:
+            route = route_of(scope["path"])
+            if not route.known:
+                raise _Refusal(f"未知的服务路径 {scope['path'][:100]}: 请使用 {GATEWAY_PATH} 或各交易的服务路径")
+            if scope["method"] != "POST":
+                raise _Refusal(f"服务路径只接受 POST 请求 (收到 {scope['method']})")
             # Who is calling, before a byte of the body is read: an unsigned body is never parsed.
             owner = await _in_thread(authenticate, scope["headers"])
             read = await _read_body(receive)
@@ -179,7 +189,9 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             if too_large:
                 raise RequestError("", f"报文超过 {MAX_BODY_BYTES} 字节")
             envelope = read_envelope(raw)
-            infno = text_field(envelope, "infno", max_len=8, required=True)
+            infno = text_field(envelope, "infno", max_len=8, required=route.infno is None) or str(route.infno)
+            if route.infno is not None and infno != route.infno:
+                raise RequestError("infno", f"{infno} 与服务路径所指交易 {route.infno} 不符")
             msgid = text_field(envelope, "msgid", max_len=40, required=True)
             fixmedins_code = text_field(envelope, "fixmedins_code", max_len=30)
             for key in _TEXT_FIELDS:
@@ -191,6 +203,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
                 raise _Refusal(f"不支持的交易编号 infno={infno}")
             output = await _in_thread(business, handler, infno, msgid, fixmedins_code, envelope)
             body = answer(envelope, 0, output)
+            infcode = 0
         except SettlementRefused as exc:
             body = answer(envelope, -1, None, "; ".join(f"[{r.code}] {r.message}" for r in exc.reasons))
         except RequestError as exc:
@@ -206,7 +219,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             log.info(
                 _ENCODE_LOG(
                     {"msgid": msgid, "infno": infno, "fixmedins_code": envelope.get("fixmedins_code"), "status": 200,
-                     "ms": round((time.perf_counter() - started) * 1000, 2)}
+                     "infcode": infcode, "ms": round((time.perf_counter() - started) * 1000, 2)}
                 )
             )  # fmt: skip
         return body
