@@ -141,6 +141,12 @@ def test_answer_bytes_headers_and_log_line(db: Engine, caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="yibao.gateway"):
         body = client.post(GATEWAY_PATH, json=envelope, headers=his.headers()).json()
     assert body["infcode"] == 0 and body["inf_refmsgid"].startswith("210600")
+    # National formats: a 30-character inf_refmsgid, times as yyyyMMddHHmmssSSS.
+    assert len(body["inf_refmsgid"]) == 30 and body["inf_refmsgid"].isdigit()
+    for key in ("refmsg_time", "respond_time"):
+        assert len(body[key]) == 17 and body[key].isdigit()
+        dt.datetime.strptime(body[key][:14], "%Y%m%d%H%M%S")
+    assert body["refmsg_time"] <= body["respond_time"]
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "yibao.gateway"]
     assert lines == [{"msgid": envelope["msgid"], "infno": "9001", "fixmedins_code": INST, "status": 200,
                       "infcode": 0, "ms": lines[0]["ms"]}]  # fmt: skip

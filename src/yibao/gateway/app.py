@@ -21,6 +21,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -88,7 +89,8 @@ def _encode(body: Mapping[str, Any]) -> bytes:
 
 
 def _now_text(now: dt.datetime) -> str:
-    return now.strftime("%Y-%m-%d %H:%M:%S")
+    """The interface's message time: yyyyMMddHHmmssSSS."""
+    return f"{now:%Y%m%d%H%M%S}{now.microsecond // 1000:03d}"
 
 
 class GatewayApp(FastAPI):
@@ -111,6 +113,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
                signin_ttl: float = SIGNIN_TTL_S) -> FastAPI:  # fmt: skip
     app = GatewayApp(title="yibao national-interface gateway", version="1.0", docs_url="/docs")
     sequence = itertools.count(1)
+    process_tag = f"{os.getpid() % 10_000:04d}"
     keys: dict[str, tuple[str, str] | None] = {}
     signins = _SignInCache(signin_ttl, SIGNIN_CACHE_SIZE)
 
@@ -122,13 +125,16 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             keys[access_key] = active_key(db, access_key)
         return keys[access_key]
 
-    def answer(envelope: Mapping[str, Any], infcode: int, output: Any, err: str = "", warn: str = "") -> bytes:
-        now = clock()
-        ref = f"{str(envelope.get('mdtrtarea_admvs') or '000000')[:6]}{now:%Y%m%d%H%M%S}{next(sequence) % 10000:04d}"
+    def answer(envelope: Mapping[str, Any], received: dt.datetime, infcode: int, output: Any, err: str = "",
+               warn: str = "") -> bytes:  # fmt: skip
+        # inf_refmsgid, 30 characters: region (6) + time (14) + this process's number (4) and sequence (6).
+        region = str(envelope.get("mdtrtarea_admvs") or "000000")[:6].ljust(6, "0")
+        ref = f"{region}{received:%Y%m%d%H%M%S}{process_tag}{next(sequence) % 1_000_000:06d}"
+        assert len(ref) == 30, ref
         body = {
             "infcode": infcode,
             "inf_refmsgid": ref,
-            "refmsg_time": _now_text(now),
+            "refmsg_time": _now_text(received),
             "respond_time": _now_text(clock()),
             "err_msg": err,
             "warn_msg": warn,
@@ -171,6 +177,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
     async def respond(scope: Scope, receive: Receive) -> bytes | None:
         """The answer's body for one request (None if the client went away before sending it); logs one line."""
         started = time.perf_counter()
+        received = clock()
         envelope: Mapping[str, Any] = {}
         infno = msgid = ""
         infcode = -1
@@ -202,19 +209,19 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             if handler is None:
                 raise _Refusal(f"不支持的交易编号 infno={infno}")
             output = await _in_thread(business, handler, infno, msgid, fixmedins_code, envelope)
-            body = answer(envelope, 0, output)
+            body = answer(envelope, received, 0, output)
             infcode = 0
         except SettlementRefused as exc:
-            body = answer(envelope, -1, None, "; ".join(f"[{r.code}] {r.message}" for r in exc.reasons))
+            body = answer(envelope, received, -1, None, "; ".join(f"[{r.code}] {r.message}" for r in exc.reasons))
         except RequestError as exc:
             where = f"[{exc.field}] " if exc.field else ""
-            body = answer(envelope, -1, None, f"{where}{exc.reason}")
+            body = answer(envelope, received, -1, None, f"{where}{exc.reason}")
         except (_AuthError, YibaoError, _Refusal) as exc:
-            body = answer(envelope, -1, None, str(exc))
+            body = answer(envelope, received, -1, None, str(exc))
         except Exception:
             # The HIS must always get an envelope; the defect is logged with its msgid for repair.
             log.exception("unexpected error answering msgid=%s infno=%s", msgid, infno)
-            body = answer(envelope, -1, None, INTERNAL_ERROR)
+            body = answer(envelope, received, -1, None, INTERNAL_ERROR)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 _ENCODE_LOG(
