@@ -21,3 +21,11 @@ def test_format_then_parse_is_identity(fen: int) -> None:
     text = format_fen(fen)
     assert text.count(".") == 1 and len(text.split(".")[1]) == 2
     assert parse_fen(text, allow_negative=True) == fen
+
+
+def test_amounts_of_a_wider_scale_are_exact_when_the_extra_digits_are_zero() -> None:
+    assert parse_fen("19.000") == 1900 and parse_fen("1075.3000") == 107530
+    assert parse_fen("-2.500", allow_negative=True) == -250
+    for inexact in ("19.001", "1075.305", "1.0000000000000000001", "１９.000"):
+        with pytest.raises(ValueError):
+            parse_fen(inexact)

@@ -31,6 +31,7 @@ MAX_AMOUNT_FEN = 10**16 - 1
 
 # ASCII digits only (\d alone also takes full-width and other scripts' digits).
 _AMOUNT_RE = re.compile(r"^[+-]?\d{1,14}(\.\d{1,2})?$", re.ASCII)
+_PADDED_RE = re.compile(r"^([+-]?\d{1,14}\.\d{2})0{1,16}$", re.ASCII)
 _RATIO_RE = re.compile(r"^[+-]?\d{1,5}(\.\d{1,4})?$", re.ASCII)
 
 
@@ -52,7 +53,10 @@ def parse_fen(value: object, *, allow_negative: bool = False) -> int:
     """
     text = _as_text(value, "amount")
     if not _AMOUNT_RE.match(text):
-        raise ValueError(f"not an amount with at most 2 decimals: {value!r}")
+        exact = _PADDED_RE.match(text)  # 19.000, as decimal JSON numbers of a wider scale arrive: exact in fen
+        if exact is None:
+            raise ValueError(f"not an amount with at most 2 decimals: {value!r}")
+        text = exact.group(1)
     sign = -1 if text.startswith("-") else 1
     whole, _, cents = text.lstrip("+-").partition(".")
     fen = sign * (int(whole) * 100 + int((cents + "00")[:2]))

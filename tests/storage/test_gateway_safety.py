@@ -369,3 +369,33 @@ def test_the_gateway_honours_a_no_fund_gate(servers: Servers, no_fund_engine: Se
     reg = strict.call("2201", {"data": {**_cred("P2"), "psn_no": "P2", "insutype": "310", "med_type": "11",
                                         "begntime": f"{TODAY} 09:00:00"}})  # fmt: skip
     assert reg["infcode"] == -1 and "未备案" in reg["err_msg"], reg
+
+
+# -- amounts as JSON numbers, read exactly (issue 11, item 2) -------------------------------------
+def test_amounts_sent_as_json_numbers_settle_exactly(servers: Servers) -> None:
+    """C#/Newtonsoft and Java clients write decimals as JSON numbers (19.0, 114.3, 100, 1075.700): each is
+    read as its exact decimal text, never a binary float, and totals are compared as money."""
+    his = _signed_in(servers.db, servers.start())
+    reg = his.call("2201", {"data": {**_cred("P1"), "psn_no": "P1", "insutype": "310", "med_type": "11",
+                                     "begntime": f"{TODAY} 09:00:00"}})  # fmt: skip
+    mdtrt_id = reg["output"]["data"]["mdtrt_id"]
+    base = str(his.http.base_url).rstrip("/")
+    lines = (f'[{{"feedetl_sn":"1","mdtrt_id":"{mdtrt_id}","psn_no":"P1","med_list_codg":"{CONSULT}",'
+             f'"cnt":1,"pric":1000.0,"det_item_fee_sumamt":1000.0}},'
+             f'{{"feedetl_sn":"2","mdtrt_id":"{mdtrt_id}","psn_no":"P1","med_list_codg":"{CONSULT}",'
+             f'"cnt":3,"pric":25.1,"det_item_fee_sumamt":75.30}}]')  # fmt: skip
+    upload = _numbers(base, his, "2204", '{"feedetail":' + lines + "}")
+    assert upload["infcode"] == 0, upload
+    body = f'{{"data":{{"psn_no":"P1","mdtrt_id":"{mdtrt_id}","acct_used_flag":"0","medfee_sumamt":1075.300}}}}'
+    pre = _numbers(base, his, "2206", body)
+    assert pre["infcode"] == 0 and pre["output"]["setlinfo"]["medfee_sumamt"] == "1075.30", pre
+    wrong = _numbers(base, his, "2206", body.replace("1075.300", "1075.31"))
+    assert wrong["infcode"] == -1 and "medfee_sumamt" in wrong["err_msg"], wrong
+    inexact = _numbers(base, his, "2206", body.replace("1075.300", "1075.305"))
+    assert inexact["infcode"] == -1 and "medfee_sumamt" in inexact["err_msg"], inexact
+
+
+def _numbers(base: str, his: Client, infno: str, input_json: str) -> dict[str, Any]:
+    envelope = json.dumps(his.envelope(infno, {}))
+    raw = envelope[: envelope.rindex('"input": {}')] + '"input": ' + input_json + "}"
+    return _raw(base, raw.encode(), his.headers())

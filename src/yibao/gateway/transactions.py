@@ -22,7 +22,7 @@ from ..db import repository as repo
 from ..db import settlement_rows, visit_rows
 from ..db.schema import signins, visit_fees, visits
 from ..errors import RequestError, YibaoError
-from ..money import format_fen
+from ..money import format_fen, parse_fen
 from ..service import queries
 from ..service.credentials import CERT_TYPES, Credential, resolve_credential
 from ..service.settlement import SettleCommand, SettlementService, StoredReply, is_inpatient
@@ -409,7 +409,14 @@ def _not_an_admission(call: Call, setl_id: str) -> None:
 
 def _check_total(body: Mapping[str, Any], setlinfo: Mapping[str, Any]) -> None:
     declared = body.get("medfee_sumamt")
-    if declared not in (None, "") and str(declared) != setlinfo["medfee_sumamt"]:
+    if declared in (None, "", "null"):
+        return
+    # Compared as money: 1075.7, "1075.70" and 1075.700 are the same total.
+    try:
+        declared_fen = parse_fen(declared)
+    except ValueError:
+        raise RequestError("input.data.medfee_sumamt", f"不是合法金额 (最多两位小数): {str(declared)[:40]}") from None
+    if declared_fen != parse_fen(setlinfo["medfee_sumamt"]):
         raise GatewayError(f"medfee_sumamt {declared} 与已上传费用合计 {setlinfo['medfee_sumamt']} 不符")
 
 
