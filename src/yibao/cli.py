@@ -28,6 +28,8 @@ policy_app = typer.Typer(no_args_is_help=True, help="Validate and inspect policy
 app.add_typer(policy_app, name="policy")
 db_app = typer.Typer(no_args_is_help=True, help="Database: migrate and seed.")
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(no_args_is_help=True, help="Gateway keys of institutions: issue and revoke.")
+app.add_typer(keys_app, name="keys")
 DatabaseOpt = Annotated[
     str | None,
     typer.Option("--database-url", help="SQLAlchemy URL (default: $YIBAO_DATABASE_URL, else var/yibao.db)."),
@@ -224,12 +226,56 @@ def db_seed_demo(
     # Gateway keys of the demo institutions (published demo values, see docs/gateway.md).
     from .service.apikeys import demo_key, issue_api_key
 
-    typer.echo("\ndemo gateway keys (_api_access_key / secret):")
-    for inst in summary.institutions:
-        access_key, secret = demo_key(inst.fixmedins_code)
-        issue_api_key(engine, inst.fixmedins_code, clock=dt.datetime.now, access_key=access_key, secret=secret)
-        typer.echo(f"  {inst.fixmedins_code}  {access_key}  {secret}")
+    for scheme, title in (("api", "_api_access_key / secret"), ("tif", "x-tif-paasid / token")):
+        typer.echo(f"\ndemo gateway keys, {scheme} scheme ({title}):")
+        for inst in summary.institutions:
+            access_key, secret = demo_key(inst.fixmedins_code, scheme)
+            issue_api_key(engine, inst.fixmedins_code, clock=dt.datetime.now, access_key=access_key, secret=secret,
+                          scheme=scheme)  # fmt: skip
+            typer.echo(f"  {inst.fixmedins_code}  {access_key}  {secret}")
     engine.dispose()
+
+
+@keys_app.command("issue")
+def keys_issue(
+    fixmedins_code: Annotated[str, typer.Argument(help="The institution the key speaks for.")],
+    scheme: Annotated[str, typer.Option("--scheme", help="api (_api_* HMAC-SHA1) or tif (x-tif-* SHA-256).")] = "api",
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Issue a gateway key to an institution and print it (the secret is shown this once)."""
+    from .db import database_url as resolve_url
+    from .db import make_engine
+    from .service.apikeys import issue_api_key
+
+    engine = make_engine(resolve_url(database_url), pool_size=2)
+    try:
+        access_key, secret = issue_api_key(engine, fixmedins_code, clock=dt.datetime.now, scheme=scheme)
+    except YibaoError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps({"fixmedins_code": fixmedins_code, "scheme": scheme, "access_key": access_key,
+                           "secret": secret}, ensure_ascii=False))  # fmt: skip
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    access_key: Annotated[str, typer.Argument(help="The key to revoke.")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Revoke a gateway key: refused by every server process within 30 s (their key cache)."""
+    from .db import database_url as resolve_url
+    from .db import make_engine
+    from .service.apikeys import revoke_api_key
+
+    engine = make_engine(resolve_url(database_url), pool_size=2)
+    revoked = revoke_api_key(engine, access_key, clock=dt.datetime.now)
+    engine.dispose()
+    if not revoked:
+        typer.echo(json.dumps({"error": "NOT_FOUND", "field": "access_key",
+                               "message": f"no active key {access_key}"}, ensure_ascii=False), err=True)  # fmt: skip
+        raise typer.Exit(2)
+    typer.echo(f"revoked {access_key}")
 
 
 @app.command()

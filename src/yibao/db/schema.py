@@ -265,6 +265,9 @@ api_keys = Table(
     Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False, index=True),
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime, nullable=True),
+    # How requests with this key are signed: api = _api_* HMAC-SHA1; tif = x-tif-* SHA-256 (gateway/signature.py).
+    Column("scheme", String(8), nullable=False, server_default="api"),
+    CheckConstraint("scheme IN ('api', 'tif')", name="scheme"),
 )
 
 gateway_signatures = Table(

@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from starlette.types import Receive, Scope, Send
 
 from ..errors import RequestError, SettlementRefused, YibaoError
-from ..service.apikeys import active_key
+from ..service.apikeys import GatewayKey, active_key
 from ..service.settlement import SettlementService
 from ..service.signatures import accept_signature
 from . import inpatient, other, pharmacy, signature
@@ -52,6 +52,8 @@ GATEWAY_PATH = CALL_SERVICE
 REPLAY_WINDOW_MS = 300_000
 #: The largest envelope read: a 2204/2301 of several thousand fee lines fits many times over.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: How long one process trusts a key it read (seconds): a revocation takes effect within this time.
+KEY_TTL_S = 30.0
 #: A signature header longer than this is not one (Base64 of an HMAC-SHA1 has 28 characters).
 _MAX_HEADER = 128
 #: Access keys remembered per process (unknown ones too, so a flood of made-up keys cannot grow it).
@@ -68,8 +70,8 @@ SIGNIN_CACHE_SIZE = 4096
 HANDLER_THREADS = 40
 log = logging.getLogger("yibao.gateway")
 
-_SIGNED_HEADERS = {name.encode("latin-1"): name for name in signature.SIGNED_HEADERS}
-_SIGNATURE_HEADER = b"_api_signature"
+#: Header names (lower case, as ASGI gives them) of both signature schemes.
+_AUTH_HEADERS = frozenset([*signature.SIGNED_HEADERS, "_api_signature", *signature.TIF_HEADERS])
 #: The envelope as Starlette's JSONResponse rendered it: compact, UTF-8 (Chinese err_msg readable), no NaN.
 _STD_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 #: orjson writes the same bytes for plain JSON data, an order of magnitude faster (a 2204 answer: ~4 µs against
@@ -114,16 +116,17 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
     app = GatewayApp(title="yibao national-interface gateway", version="1.0", docs_url="/docs")
     sequence = itertools.count(1)
     process_tag = f"{os.getpid() % 10_000:04d}"
-    keys: dict[str, tuple[str, str] | None] = {}
+    keys: dict[str, tuple[GatewayKey | None, float]] = {}
     signins = _SignInCache(signin_ttl, SIGNIN_CACHE_SIZE)
 
-    def key_of(access_key: str) -> tuple[str, str] | None:
-        # Keys are read once per process; revocation takes effect on restart (documented).
-        if access_key not in keys:
+    def key_of(access_key: str) -> GatewayKey | None:
+        # A key is read again after KEY_TTL_S: a revocation takes effect in every process within that time.
+        cached = keys.get(access_key)
+        if cached is None or cached[1] <= time.monotonic():
             if len(keys) >= _MAX_KEYS_CACHED:
                 keys.clear()
-            keys[access_key] = active_key(db, access_key)
-        return keys[access_key]
+            cached = keys[access_key] = (active_key(db, access_key), time.monotonic() + KEY_TTL_S)
+        return cached[0]
 
     def answer(envelope: Mapping[str, Any], received: dt.datetime, infcode: int, output: Any, err: str = "",
                warn: str = "") -> bytes:  # fmt: skip
@@ -171,7 +174,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
         now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).replace(tzinfo=None)
         until = now + dt.timedelta(milliseconds=2 * REPLAY_WINDOW_MS)
         if not accept_signature(db, access_key, signature, until, now):
-            raise _AuthError("鉴权失败: 该签名已使用 (防重放), 每个请求须重新生成 _api_timestamp 与签名")
+            raise _AuthError("鉴权失败: 该签名已使用 (防重放), 每个请求须重新生成时间戳 (与 nonce) 及签名")
         return owner
 
     async def respond(scope: Scope, receive: Receive) -> bytes | None:
@@ -326,36 +329,58 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool] | None:
 
 
 def _authenticate(
-    headers: list[tuple[bytes, bytes]], key_of: Callable[[str], tuple[str, str] | None], now_ms: int
+    headers: list[tuple[bytes, bytes]], key_of: Callable[[str], GatewayKey | None], now_ms: int
 ) -> tuple[str, str, str]:
-    """(access key, signature, the key's institution) of signature headers that verify; refuses otherwise."""
-    fields = dict.fromkeys(signature.SIGNED_HEADERS, "")
-    given = ""
+    """(access key, signature, the key's institution) of signature headers that verify; refuses otherwise.
+
+    The scheme is the one the headers use (``x-tif-*`` or ``_api_*``), and it must be the key's."""
+    fields: dict[str, str] = {}
     for raw_name, raw_value in headers:  # the first of repeated headers counts, as with Starlette's Headers.get
-        name = raw_name.lower()
-        field = _SIGNED_HEADERS.get(name)
-        if field is not None:
-            if not fields[field]:
-                fields[field] = raw_value.decode("latin-1")
-        elif name == _SIGNATURE_HEADER and not given:
-            given = raw_value.decode("latin-1")
-    missing = [name for name, value in fields.items() if not value] + ([] if given else ["_api_signature"])
+        name = raw_name.decode("latin-1").lower()
+        if name in _AUTH_HEADERS and name not in fields:
+            fields[name] = raw_value.decode("latin-1")
+    if any(len(value) > _MAX_HEADER for value in fields.values()):
+        raise _AuthError(f"鉴权失败: 请求头过长 (每项最多 {_MAX_HEADER} 个字符)")
+    if "x-tif-signature" in fields or "x-tif-paasid" in fields:
+        return _authenticate_tif(fields, key_of, now_ms)
+    wanted = (*signature.SIGNED_HEADERS, "_api_signature")
+    missing = [name for name in wanted if not fields.get(name)]
     if missing:
         raise _AuthError(f"鉴权失败: 缺少请求头 {', '.join(missing)}")
-    if any(len(value) > _MAX_HEADER for value in (*fields.values(), given)):
-        raise _AuthError(f"鉴权失败: 请求头过长 (每项最多 {_MAX_HEADER} 个字符)")
     key = key_of(fields["_api_access_key"])
     if key is None:
         raise _AuthError("鉴权失败: 未知或已停用的 _api_access_key")
-    secret, owner = key
+    if key.scheme != "api":
+        raise _AuthError("鉴权失败: 该密钥须以 x-tif-* 请求头签名")
     timestamp = fields["_api_timestamp"]
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == 13):
         raise _AuthError("鉴权失败: _api_timestamp 须为13位毫秒时间戳")
     if abs(now_ms - int(timestamp)) > REPLAY_WINDOW_MS:
         raise _AuthError("鉴权失败: _api_timestamp 超出允许的时间窗口 (防重放)")
-    if not signature.verify(secret, fields, given):
+    if not signature.verify(key.secret, fields, fields["_api_signature"]):
         raise _AuthError("鉴权失败: _api_signature 签名不符")
-    return fields["_api_access_key"], given, owner
+    return fields["_api_access_key"], fields["_api_signature"], key.fixmedins_code
+
+
+def _authenticate_tif(
+    fields: dict[str, str], key_of: Callable[[str], GatewayKey | None], now_ms: int
+) -> tuple[str, str, str]:
+    missing = [name for name in signature.TIF_HEADERS if not fields.get(name)]
+    if missing:
+        raise _AuthError(f"鉴权失败: 缺少请求头 {', '.join(missing)}")
+    key = key_of(fields["x-tif-paasid"])
+    if key is None:
+        raise _AuthError("鉴权失败: 未知或已停用的 x-tif-paasid")
+    if key.scheme != "tif":
+        raise _AuthError("鉴权失败: 该密钥须以 _api_* 请求头签名")
+    timestamp, nonce, given = fields["x-tif-timestamp"], fields["x-tif-nonce"], fields["x-tif-signature"]
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == 10):
+        raise _AuthError("鉴权失败: x-tif-timestamp 须为10位秒级时间戳")
+    if abs(now_ms - int(timestamp) * 1000) > REPLAY_WINDOW_MS:
+        raise _AuthError("鉴权失败: x-tif-timestamp 超出允许的时间窗口 (防重放)")
+    if not signature.tif_verify(key.secret, timestamp, nonce, given):
+        raise _AuthError("鉴权失败: x-tif-signature 签名不符")
+    return fields["x-tif-paasid"], given.lower(), key.fixmedins_code
 
 
 _T = TypeVar("_T")
