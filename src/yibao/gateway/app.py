@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -328,6 +328,28 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool] | None:
             return b"".join(chunks), size > MAX_BODY_BYTES
 
 
+class _Scheme(NamedTuple):
+    """One provincial header scheme: which headers carry the key, the time and the signature."""
+
+    name: str  # the key's scheme (api_keys.scheme)
+    headers: tuple[str, ...]  # every header it needs
+    key: str
+    timestamp: str
+    digits: int  # of the timestamp: 13 (milliseconds) or 10 (seconds)
+    signature: str
+    verify: Callable[[str, dict[str, str]], bool]  # (secret, headers) → the signature matches
+
+
+_SCHEMES = {
+    "api": _Scheme("api", (*signature.SIGNED_HEADERS, "_api_signature"), "_api_access_key", "_api_timestamp", 13,
+                   "_api_signature", lambda secret, h: signature.verify(secret, h, h["_api_signature"])),
+    "tif": _Scheme("tif", signature.TIF_HEADERS, "x-tif-paasid", "x-tif-timestamp", 10, "x-tif-signature",
+                   lambda secret, h: signature.tif_verify(secret, h["x-tif-timestamp"], h["x-tif-nonce"],
+                                                          h["x-tif-signature"])),
+}  # fmt: skip
+_SCHEME_NAMES = {"api": "_api_*", "tif": "x-tif-*"}
+
+
 def _authenticate(
     headers: list[tuple[bytes, bytes]], key_of: Callable[[str], GatewayKey | None], now_ms: int
 ) -> tuple[str, str, str]:
@@ -341,46 +363,27 @@ def _authenticate(
             fields[name] = raw_value.decode("latin-1")
     if any(len(value) > _MAX_HEADER for value in fields.values()):
         raise _AuthError(f"鉴权失败: 请求头过长 (每项最多 {_MAX_HEADER} 个字符)")
-    if "x-tif-signature" in fields or "x-tif-paasid" in fields:
-        return _authenticate_tif(fields, key_of, now_ms)
-    wanted = (*signature.SIGNED_HEADERS, "_api_signature")
-    missing = [name for name in wanted if not fields.get(name)]
+    scheme = _SCHEMES["tif" if "x-tif-signature" in fields or "x-tif-paasid" in fields else "api"]
+    missing = [name for name in scheme.headers if not fields.get(name)]
     if missing:
         raise _AuthError(f"鉴权失败: 缺少请求头 {', '.join(missing)}")
-    key = key_of(fields["_api_access_key"])
+    key = key_of(fields[scheme.key])
     if key is None:
-        raise _AuthError("鉴权失败: 未知或已停用的 _api_access_key")
-    if key.scheme != "api":
-        raise _AuthError("鉴权失败: 该密钥须以 x-tif-* 请求头签名")
-    timestamp = fields["_api_timestamp"]
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == 13):
-        raise _AuthError("鉴权失败: _api_timestamp 须为13位毫秒时间戳")
-    if abs(now_ms - int(timestamp)) > REPLAY_WINDOW_MS:
-        raise _AuthError("鉴权失败: _api_timestamp 超出允许的时间窗口 (防重放)")
-    if not signature.verify(key.secret, fields, fields["_api_signature"]):
-        raise _AuthError("鉴权失败: _api_signature 签名不符")
-    return fields["_api_access_key"], fields["_api_signature"], key.fixmedins_code
-
-
-def _authenticate_tif(
-    fields: dict[str, str], key_of: Callable[[str], GatewayKey | None], now_ms: int
-) -> tuple[str, str, str]:
-    missing = [name for name in signature.TIF_HEADERS if not fields.get(name)]
-    if missing:
-        raise _AuthError(f"鉴权失败: 缺少请求头 {', '.join(missing)}")
-    key = key_of(fields["x-tif-paasid"])
-    if key is None:
-        raise _AuthError("鉴权失败: 未知或已停用的 x-tif-paasid")
-    if key.scheme != "tif":
-        raise _AuthError("鉴权失败: 该密钥须以 _api_* 请求头签名")
-    timestamp, nonce, given = fields["x-tif-timestamp"], fields["x-tif-nonce"], fields["x-tif-signature"]
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == 10):
-        raise _AuthError("鉴权失败: x-tif-timestamp 须为10位秒级时间戳")
-    if abs(now_ms - int(timestamp) * 1000) > REPLAY_WINDOW_MS:
-        raise _AuthError("鉴权失败: x-tif-timestamp 超出允许的时间窗口 (防重放)")
-    if not signature.tif_verify(key.secret, timestamp, nonce, given):
-        raise _AuthError("鉴权失败: x-tif-signature 签名不符")
-    return fields["x-tif-paasid"], given.lower(), key.fixmedins_code
+        raise _AuthError(f"鉴权失败: 未知或已停用的 {scheme.key}")
+    if key.scheme != scheme.name:
+        raise _AuthError(f"鉴权失败: 该密钥须以 {_SCHEME_NAMES[key.scheme]} 请求头签名")
+    timestamp = fields[scheme.timestamp]
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == scheme.digits):
+        unit = "毫秒" if scheme.digits == 13 else "秒级"
+        raise _AuthError(f"鉴权失败: {scheme.timestamp} 须为{scheme.digits}位{unit}时间戳")
+    stamp_ms = int(timestamp) * (1 if scheme.digits == 13 else 1000)
+    if abs(now_ms - stamp_ms) > REPLAY_WINDOW_MS:
+        raise _AuthError(f"鉴权失败: {scheme.timestamp} 超出允许的时间窗口 (防重放)")
+    if not scheme.verify(key.secret, fields):
+        raise _AuthError(f"鉴权失败: {scheme.signature} 签名不符")
+    # x-tif signatures are hex, compared without regard to case: one form is recorded against replay.
+    given = fields[scheme.signature]
+    return fields[scheme.key], given.lower() if scheme.name == "tif" else given, key.fixmedins_code
 
 
 _T = TypeVar("_T")
