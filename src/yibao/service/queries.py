@@ -5,22 +5,28 @@ All run in a read-only unit of work (SQLite: a deferred BEGIN, no write lock).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from ..db import repository as repo
-from ..db.schema import contributions, visits
+from ..db.schema import contributions, filings, institutions, visits
 from ..errors import RequestError, YibaoError
 from ..money import format_fen
 from .credentials import Credential, resolve_credential
+from .settlement import is_inpatient
 from .uow import transact
 
 __all__ = [
-    "InstitutionNotEntitled", "accumulators", "accumulators_at_institution", "annual_statement", "balance",
-    "explain_settlement", "usage_records",
+    "InstitutionNotEntitled", "accumulators", "accumulators_at_institution", "admissions_at_institution",
+    "annual_statement", "balance", "disease_filings_at_institution", "disease_name", "explain_settlement",
+    "usage_records",
 ]  # fmt: skip
 
 #: What each accumulator counter means, for 5206-style answers.
@@ -98,38 +104,111 @@ def accumulators(db: Engine, psn_no: str, year: int, insutype: str) -> list[dict
     return transact(db, lambda conn: _accumulators(conn, psn_no, year, insutype), readonly=True)
 
 
+def _entitled_person(
+    conn: Connection, fixmedins_code: str, psn_no: str, credential: Credential | None, now: dt.datetime, what: str
+) -> str:
+    """The person an institution may ask about: one who shows a valid credential there now, or who has
+    an open visit (就诊登记 not yet settled or cancelled) at that institution.
+
+    A bare ``psn_no`` names nobody's data to a stranger: the refusal is the same whether the person
+    exists or not.
+    """
+    if credential is not None:
+        found, reasons = resolve_credential(conn, credential, now)
+        if found is None or reasons or (psn_no and found != psn_no):
+            raise InstitutionNotEntitled("无权查询: 凭证无效或与 psn_no 不符")
+        return found
+    open_visit = conn.execute(
+        select(visits.c.mdtrt_id).where(
+            visits.c.psn_no == psn_no, visits.c.fixmedins_code == fixmedins_code, visits.c.status == "open"
+        ).limit(1)
+    ).first()
+    if not psn_no or open_visit is None:
+        raise InstitutionNotEntitled(
+            f"无权查询人员 {psn_no or '(空)'} 的{what}: 须出示其医保凭证 (mdtrt_cert_type, mdtrt_cert_no),"
+            " 或该人员在本机构有未结算的就诊登记"
+        )
+    return psn_no
+
+
 def accumulators_at_institution(
     db: Engine, fixmedins_code: str, psn_no: str, credential: Credential | None, year: int, insutype: str,
     now: dt.datetime,
 ) -> list[dict[str, str | int]]:  # fmt: skip
-    """5206 for an institution: only for a person who shows a valid credential there now, or who
-    has an open visit (就诊登记 not yet settled or cancelled) at that institution.
-
-    A bare ``psn_no`` names nobody's data to a stranger: the refusal is the same whether the
-    person exists or not.
-    """
+    """5206 for an institution, for a person it may ask about (:func:`_entitled_person`)."""
 
     def work(conn: Connection) -> list[dict[str, str | int]]:
-        who = psn_no
-        if credential is not None:
-            found, reasons = resolve_credential(conn, credential, now)
-            if found is None or reasons or (psn_no and found != psn_no):
-                raise InstitutionNotEntitled("无权查询: 凭证无效或与 psn_no 不符")
-            who = found
-        else:
-            open_visit = conn.execute(
-                select(visits.c.mdtrt_id).where(
-                    visits.c.psn_no == psn_no, visits.c.fixmedins_code == fixmedins_code, visits.c.status == "open"
-                ).limit(1)
-            ).first()
-            if not psn_no or open_visit is None:
-                raise InstitutionNotEntitled(
-                    f"无权查询人员 {psn_no or '(空)'} 的累计信息: 须出示其医保凭证 (mdtrt_cert_type, mdtrt_cert_no),"
-                    " 或该人员在本机构有未结算的就诊登记"
-                )
+        who = _entitled_person(conn, fixmedins_code, psn_no, credential, now, "累计信息")
         return _accumulators(conn, who, year, insutype)
 
     return transact(db, work, readonly=True)
+
+
+def disease_filings_at_institution(
+    db: Engine, fixmedins_code: str, psn_no: str, credential: Credential | None, now: dt.datetime
+) -> list[dict[str, str]]:
+    """5301 门慢门特病种备案: the person's active chronic/special-disease filings, with the disease's name."""
+
+    def work(conn: Connection) -> list[dict[str, str]]:
+        who = _entitled_person(conn, fixmedins_code, psn_no, credential, now, "门慢门特备案")
+        rows = conn.execute(
+            select(filings).where(filings.c.psn_no == who, filings.c.kind == "disease", filings.c.status == "active")
+            .order_by(filings.c.begn_date, filings.c.id).limit(MAX_ROWS)
+        ).all()  # fmt: skip
+        return [
+            {"opsp_dise_code": row.dise_codg or "", "opsp_dise_name": disease_name(row.dise_codg or ""),
+             "begndate": row.begn_date.isoformat(), "enddate": row.end_date.isoformat() if row.end_date else ""}
+            for row in rows
+        ]  # fmt: skip
+
+    return transact(db, work, readonly=True)
+
+
+def admissions_at_institution(
+    db: Engine, fixmedins_code: str, psn_no: str, credential: Credential | None, now: dt.datetime,
+    same_region: Callable[[str, str], bool],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """5303 在院信息: the person's open admissions at any institution (a HIS checks that the patient is
+    not in hospital elsewhere), for a person the institution may ask about. ``out_flag`` 异地标志 is
+    "1" where the institution's pooling region is not the person's (``same_region``, from the policies)."""
+
+    def work(conn: Connection) -> list[dict[str, Any]]:
+        who = _entitled_person(conn, fixmedins_code, psn_no, credential, now, "在院信息")
+        person = repo.get_person(conn, who)
+        assert person is not None
+        rows = conn.execute(
+            select(visits, institutions.c.admdvs.label("inst_admdvs"))
+            .join(institutions, institutions.c.fixmedins_code == visits.c.fixmedins_code)
+            .where(visits.c.psn_no == who, visits.c.status == "open")
+            .order_by(visits.c.begntime, visits.c.mdtrt_id).limit(MAX_ROWS)
+        ).all()  # fmt: skip
+        today = now.date()
+        age = today.year - person.brdy.year - ((today.month, today.day) < (person.brdy.month, person.brdy.day))
+        return [
+            {"mdtrt_id": row.mdtrt_id, "psn_no": who, "psn_cert_type": "01", "certno": person.certno,
+             "psn_name": person.name, "gend": person.gend, "brdy": person.brdy.isoformat(), "age": age,
+             "insutype": row.insutype, "begndate": row.begntime[:10], "med_type": row.med_type,
+             "ipt_otp_no": row.ipt_otp_no, "fixmedins_code": row.fixmedins_code,
+             "out_flag": "0" if same_region(person.admdvs, row.inst_admdvs) else "1"}
+            for row in rows
+            if is_inpatient(row.med_type)
+        ]  # fmt: skip
+
+    return transact(db, work, readonly=True)
+
+
+@cache
+def _disease_names() -> dict[str, str]:
+    """ICD-10 categories (疾病分类与代码, national dictionary) by their code, e.g. ``I10.``."""
+    path = resources.files("yibao").joinpath("data/dictionaries/disease-categories.csv")
+    with path.open(encoding="utf-8") as handle:
+        return {row["code"]: row["name"] for row in csv.DictReader(handle)}
+
+
+def disease_name(code: str) -> str:
+    """The disease category's name of an ICD-10 code (``I10.x00`` → 特发性（原发性）高血压), or ''."""
+    names = _disease_names()
+    return names.get(code) or names.get(code[:4]) or names.get(code[:3] + ".") or ""
 
 
 def _accumulators(conn: Connection, psn_no: str, year: int, insutype: str) -> list[dict[str, str | int]]:
