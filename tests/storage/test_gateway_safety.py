@@ -399,3 +399,23 @@ def _numbers(base: str, his: Client, infno: str, input_json: str) -> dict[str, A
     envelope = json.dumps(his.envelope(infno, {}))
     raw = envelope[: envelope.rindex('"input": {}')] + '"input": ' + input_json + "}"
     return _raw(base, raw.encode(), his.headers())
+
+
+def test_a_registration_needs_no_card_sn_and_a_wrong_one_is_refused(servers: Servers) -> None:
+    """2201 carries no card_sn in the national interface: the card number counts as an ID number does."""
+    his = _signed_in(servers.db, servers.start())
+    plain = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "CP1", "psn_no": "P1", "insutype": "310", "med_type": "11",
+             "begntime": f"{TODAY} 09:00:00"}  # fmt: skip
+    reg = his.call("2201", {"data": plain})
+    assert reg["infcode"] == 0, reg
+    wrong = his.call("2201", {"data": {**plain, "card_sn": "SN-OTHER"}})
+    assert wrong["infcode"] == -1 and "card_sn" in wrong["err_msg"], wrong
+    mdtrt_id = reg["output"]["data"]["mdtrt_id"]
+    line = {"feedetl_sn": "1", "mdtrt_id": mdtrt_id, "psn_no": "P1", "med_list_codg": CONSULT, "cnt": "1",
+            "pric": "50.00", "det_item_fee_sumamt": "50.00"}  # fmt: skip
+    assert his.call("2204", {"feedetail": [line]})["infcode"] == 0
+    # Paying from the account still needs the PIN.
+    no_pin = his.call("2207", {"data": {"psn_no": "P1", "mdtrt_id": mdtrt_id, "acct_used_flag": "1"}})
+    assert no_pin["infcode"] == -1 and "PIN_REQUIRED" in no_pin["err_msg"], no_pin
+    paid = his.call("2207", {"data": {"psn_no": "P1", "mdtrt_id": mdtrt_id, "acct_used_flag": "1", "pin": b.PIN}})
+    assert paid["infcode"] == 0, paid

@@ -214,7 +214,7 @@ def _check_declared(body: Mapping[str, Any], lines: list[Mapping[str, Any]], whe
 def admit(call: Call) -> dict[str, Any]:
     body = _payload(call.data, "mdtrtinfo")
     where = "input.mdtrtinfo"
-    cred = _credential(call, body)
+    cred = _credential(call, body, card_sn_required=False)
     psn_no = _person_by(call, cred)
     if _text(body, "psn_no", where, required=False) not in ("", psn_no):
         raise GatewayError("psn_no 与凭证不符 (不得冒名就医)")

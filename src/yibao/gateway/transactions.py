@@ -135,7 +135,10 @@ _CERT_NO_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
 _CARD_SN_RE = re.compile(r"^[\x21-\x7e]{1,32}$")
 
 
-def _credential(call: Call, body: Mapping[str, Any]) -> Credential:
+def _credential(call: Call, body: Mapping[str, Any], *, card_sn_required: bool = True) -> Credential:
+    """The credential an input names. ``card_sn`` (卡识别码) is read off the card at 1101; registrations
+    (2201, 2401) carry none in the national interface, and a card number then counts as an ID number does
+    (its status is checked, and account payment still needs the PIN)."""
     cert_type = str(body.get("mdtrt_cert_type") or "").strip()
     if cert_type not in CERT_TYPES:
         raise RequestError("input.mdtrt_cert_type", "must be 01 (电子凭证), 02 (身份证) or 03 (社保卡)")
@@ -145,7 +148,7 @@ def _credential(call: Call, body: Mapping[str, Any]) -> Credential:
     if not _CERT_NO_RE.match(number):
         raise RequestError("input.mdtrt_cert_no", "凭证号只能含可打印的半角 ASCII 字符, 至多 64 位 (全角字符不可用)")
     card_sn = str(body.get("card_sn") or "").strip() or None
-    if cert_type == "03" and card_sn is None:
+    if cert_type == "03" and card_sn is None and card_sn_required:
         raise RequestError("input.card_sn", "a social security card needs its card_sn")
     if card_sn is not None and not _CARD_SN_RE.match(card_sn):
         raise RequestError("input.card_sn", "卡识别码只能含可打印的半角 ASCII 字符, 至多 32 位")
@@ -218,7 +221,7 @@ def _date(value: Any, field: str) -> dt.date:
 # -- 2201 / 2202 registration, 2203 visit info ----------------------------------------------
 def register(call: Call) -> dict[str, Any]:
     body = _payload(call.data, "data")
-    cred = _credential(call, body)
+    cred = _credential(call, body, card_sn_required=False)
     insutype = str(body.get("insutype") or "")
     begntime = str(body.get("begntime") or call.clock().strftime("%Y-%m-%d %H:%M:%S"))
     date = _date(begntime, "input.data.begntime")

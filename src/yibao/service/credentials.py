@@ -86,7 +86,9 @@ def judge_credential(
             return None, [Reason("PERSON_NOT_FOUND", "身份证号未登记参保")]
         return None, [Reason("CREDENTIAL_NOT_FOUND", "凭证不存在")]
     reasons: list[Reason] = []
-    if kind == "card" and (cred.card_sn or "") != (row.card_sn or ""):
+    # A card_sn given must be the card's; none given (a registration, which the national interface
+    # sends without it) is judged as an ID number is.
+    if kind == "card" and cred.card_sn is not None and cred.card_sn != (row.card_sn or ""):
         reasons.append(Reason("CARD_SN_MISMATCH", "社保卡卡识别码 (card_sn) 不符"))
     if row.status == "temp_lost":
         reasons.append(Reason("CREDENTIAL_TEMP_LOST", "社保卡已临时挂失, 请先解挂"))
