@@ -30,6 +30,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database: migrate and seed.")
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(no_args_is_help=True, help="Gateway keys of institutions: issue and revoke.")
 app.add_typer(keys_app, name="keys")
+institutions_app = typer.Typer(no_args_is_help=True, help="Designated institutions: settings.")
+app.add_typer(institutions_app, name="institutions")
 DatabaseOpt = Annotated[
     str | None,
     typer.Option("--database-url", help="SQLAlchemy URL (default: $YIBAO_DATABASE_URL, else var/yibao.db)."),
@@ -234,6 +236,27 @@ def db_seed_demo(
                           scheme=scheme)  # fmt: skip
             typer.echo(f"  {inst.fixmedins_code}  {access_key}  {secret}")
     engine.dispose()
+
+
+@institutions_app.command("pin-by-terminal")
+def institutions_pin_by_terminal(
+    fixmedins_code: Annotated[str, typer.Argument(help="The institution.")],
+    enabled: Annotated[bool, typer.Option("--on/--off", help="Its PIN pads verify the settlement PIN.")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Whether an institution's PIN pads verify the settlement PIN (its 2206/2207 then carry no pin)."""
+    from .db import database_url as resolve_url
+    from .db import make_engine
+    from .service.registry import set_pin_by_terminal
+
+    engine = make_engine(resolve_url(database_url), pool_size=2)
+    try:
+        record = set_pin_by_terminal(engine, fixmedins_code=fixmedins_code, enabled=enabled)
+    except YibaoError as exc:
+        _fail(exc)
+    finally:
+        engine.dispose()
+    typer.echo(f"{record.fixmedins_code} pin_by_terminal={'on' if record.pin_by_terminal else 'off'}")
 
 
 @keys_app.command("issue")

@@ -419,3 +419,24 @@ def test_a_registration_needs_no_card_sn_and_a_wrong_one_is_refused(servers: Ser
     assert no_pin["infcode"] == -1 and "PIN_REQUIRED" in no_pin["err_msg"], no_pin
     paid = his.call("2207", {"data": {"psn_no": "P1", "mdtrt_id": mdtrt_id, "acct_used_flag": "1", "pin": b.PIN}})
     assert paid["infcode"] == 0, paid
+
+
+def test_an_institution_whose_pin_pads_verify_the_pin_settles_without_a_pin_field(servers: Servers) -> None:
+    """2206/2207 carry no pin where the terminal verified it (institutions.pin_by_terminal); elsewhere the
+    platform checks it, and a pin that is sent is checked everywhere."""
+    db = servers.db
+    his = _signed_in(db, servers.start())
+    settle = {"psn_no": "P1", "acct_used_flag": "1", "insutype": "310"}
+    refused = his.call("2207", {"data": {**settle, "mdtrt_id": _visit(his)}})
+    assert refused["infcode"] == -1 and "PIN_REQUIRED" in refused["err_msg"], refused
+    from typer.testing import CliRunner
+
+    from yibao.cli import app
+
+    switched = CliRunner().invoke(app, ["institutions", "pin-by-terminal", INST, "--on", "--database-url",
+                                        db.url.render_as_string(hide_password=False)])  # fmt: skip
+    assert switched.exit_code == 0 and "pin_by_terminal=on" in switched.output, switched.output
+    paid = his.call("2207", {"data": {**settle, "mdtrt_id": _visit(his)}})
+    assert paid["infcode"] == 0 and paid["output"]["setlinfo"]["acct_pay"] != "0.00", paid
+    wrong = his.call("2207", {"data": {**settle, "mdtrt_id": _visit(his), "pin": "000000"}})
+    assert wrong["infcode"] == -1 and "PIN" in wrong["err_msg"], wrong

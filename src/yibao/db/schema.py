@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 __all__ = ["PERSONAL_KINDS", "metadata"]
@@ -61,6 +62,8 @@ institutions = Table(
     Column("valid_from", Date, nullable=False),
     Column("valid_to", Date, nullable=True),
     Column("networked", Boolean, nullable=False),
+    # The institution's PIN pads verify the settlement PIN (密码由终端校验): 2206/2207 carry no pin.
+    Column("pin_by_terminal", Boolean, nullable=False, server_default=false()),
     CheckConstraint("kind IN ('hospital', 'pharmacy')", name="kind"),
 )
 

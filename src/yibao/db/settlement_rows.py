@@ -87,6 +87,7 @@ class Institution(NamedTuple):
     valid_from: dt.date
     valid_to: dt.date | None
     networked: bool
+    pin_by_terminal: bool = False  # the PIN pad verifies the settlement PIN (密码由终端校验)
 
 
 class Filing(NamedTuple):
@@ -137,7 +138,8 @@ _PERSON_BY_CERTNO = "SELECT psn_no, NULL, 'active', NULL FROM persons WHERE cert
 _VISIT = (
     "SELECT p.psn_no, p.gend, p.brdy, p.admdvs, p.suspended_from, p.suspended_to, p.suspension_reason,"
     " e.psn_type, e.admdvs, e.pause_date, e.waiting_until,"
-    " i.fixmedins_code, i.name, i.kind, i.hosp_lv, i.admdvs, i.designated, i.valid_from, i.valid_to, i.networked"
+    " i.fixmedins_code, i.name, i.kind, i.hosp_lv, i.admdvs, i.designated, i.valid_from, i.valid_to, i.networked,"
+    " i.pin_by_terminal"
     " FROM (SELECT 1 AS one) k"
     " LEFT JOIN persons p ON p.psn_no = ?"
     " LEFT JOIN enrolments e ON e.id = (SELECT id FROM enrolments WHERE psn_no = ? AND insutype = ?"
@@ -273,7 +275,7 @@ def _visit(psn_no: str, fixmedins_code: str, insutype: str, main: list[Any], sid
         enrolment = Enrolment(r[7], r[8], as_date(r[9]), as_date(r[10]))
     if r[11] is not None:
         institution = Institution(
-            r[11], r[12], r[13], r[14], r[15], bool(r[16]), _date(r[17]), as_date(r[18]), bool(r[19])
+            r[11], r[12], r[13], r[14], r[15], bool(r[16]), _date(r[17]), as_date(r[18]), bool(r[19]), bool(r[20])
         )
     return Visit(
         psn_no,

@@ -73,6 +73,7 @@ __all__ = [
     "set_designation",
     "set_initial_pin",
     "set_networked",
+    "set_pin_by_terminal",
     "suspend_settlement",
 ]
 
@@ -301,6 +302,7 @@ def _institution(row: Any) -> InstitutionRecord:
         row.valid_from,
         row.valid_to,
         bool(row.networked),
+        bool(row.pin_by_terminal),
     )
 
 
@@ -462,6 +464,22 @@ def set_networked(db: Db, *, fixmedins_code: str, networked: bool) -> Institutio
         conn.execute(
             update(institutions).where(institutions.c.fixmedins_code == fixmedins_code).values(networked=networked)
         )
+        return _institution(_existing_institution(conn, fixmedins_code))
+
+    return run(db, work)
+
+
+def set_pin_by_terminal(db: Db, *, fixmedins_code: str, enabled: bool) -> InstitutionRecord:
+    """Whether the institution's PIN pads verify the settlement PIN (密码由终端校验): its 2206/2207 then carry
+    no pin; a pin that is sent is still checked by the platform."""
+    need_bool("enabled", enabled)
+
+    def work(conn: Connection) -> InstitutionRecord:
+        _existing_institution(conn, fixmedins_code)
+        conn.execute(
+            update(institutions).where(institutions.c.fixmedins_code == fixmedins_code)
+            .values(pin_by_terminal=enabled)
+        )  # fmt: skip
         return _institution(_existing_institution(conn, fixmedins_code))
 
     return run(db, work)

@@ -287,7 +287,10 @@ class SettlementService:
                     holders.append(binding)
         person, enrol, inst, filed = visit.person, visit.enrolment, visit.institution, visit.filings
         assert person is not None and enrol is not None and inst is not None
-        if acct and cmd.credential.cert_type in ("02", "03"):
+        # The PIN is the platform's to check unless the institution's PIN pads verified it (pin_by_terminal)
+        # and no pin was sent; a pin that is sent is always checked.
+        terminal_checked = inst.pin_by_terminal and cmd.credential.pin is None
+        if acct and cmd.credential.cert_type in ("02", "03") and not terminal_checked:
             security = self.engine.policies.resolve(enrol.admdvs, date).params.security
             pin_reasons = check_pin(conn, psn_no, cmd.credential.pin, security.max_pin_attempts, now)
             if pin_reasons:
