@@ -440,3 +440,24 @@ def test_an_institution_whose_pin_pads_verify_the_pin_settles_without_a_pin_fiel
     assert paid["infcode"] == 0 and paid["output"]["setlinfo"]["acct_pay"] != "0.00", paid
     wrong = his.call("2207", {"data": {**settle, "mdtrt_id": _visit(his), "pin": "000000"}})
     assert wrong["infcode"] == -1 and "PIN" in wrong["err_msg"], wrong
+
+
+def test_what_real_clients_send_is_tolerated(servers: Servers) -> None:
+    """A GBK body (by its Content-Type), input as a JSON string, "null" for nothing and ISO 'T' date-times."""
+    his = _signed_in(servers.db, servers.start())
+    base = str(his.http.base_url).rstrip("/")
+    data = {"data": {**_cred("P1"), "psn_no": "P1", "insutype": "310", "med_type": "11", "ipt_otp_no": "null",
+                     "begntime": f"{TODAY}T09:30:00.000", "dr_name": "张医生"}}  # fmt: skip
+    envelope = {**his.envelope("2201", {}), "input": json.dumps(data, ensure_ascii=False), "fixmedins_name": "测试医院"}
+    body = json.dumps(envelope, ensure_ascii=False).encode("gbk")
+    response = httpx.post(base + GATEWAY_PATH, content=body, timeout=30,
+                          headers={**his.headers(), "content-type": "application/json; charset=GBK"})  # fmt: skip
+    answer = response.json()
+    assert answer["infcode"] == 0, answer
+    mdtrt_id = answer["output"]["data"]["mdtrt_id"]
+    assert answer["output"]["data"]["ipt_otp_no"] == mdtrt_id  # "null" was no value: the platform's number
+    visit = transact(servers.db, lambda c: c.execute(select(S.visits).where(S.visits.c.mdtrt_id == mdtrt_id)).one())
+    assert visit.begntime == f"{TODAY} 09:30:00"
+    # The same GBK bytes read as UTF-8 (no charset named) are refused by name, not garbled into storage.
+    garbled = _raw(base, body, his.headers())
+    assert garbled["infcode"] == -1 and "UTF-8" in garbled["err_msg"], garbled

@@ -199,7 +199,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             raw, too_large = read
             if too_large:
                 raise RequestError("", f"报文超过 {MAX_BODY_BYTES} 字节")
-            envelope = read_envelope(raw)
+            envelope = read_envelope(raw, _charset(scope["headers"]))
             infno = text_field(envelope, "infno", max_len=8, required=route.infno is None) or str(route.infno)
             if route.infno is not None and infno != route.infno:
                 raise RequestError("infno", f"{infno} 与服务路径所指交易 {route.infno} 不符")
@@ -327,6 +327,18 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool] | None:
             chunks = []
         if not message.get("more_body", False):
             return b"".join(chunks), size > MAX_BODY_BYTES
+
+
+def _charset(headers: list[tuple[bytes, bytes]]) -> str:
+    """The charset the Content-Type names (utf-8 when it names none)."""
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            for part in value.decode("latin-1").split(";")[1:]:
+                key, _, given = part.strip().partition("=")
+                if key.lower() == "charset" and given:
+                    return given.strip().strip('"')[:20]
+            break
+    return "utf-8"
 
 
 class _Scheme(NamedTuple):

@@ -11,6 +11,10 @@ and a Chinese reason, before any handler sees it:
 * an integer at most :data:`MAX_DIGITS` digits: amounts, quantities and counts are then
   bounded per field by the request parser (engine/request.py) and the handlers;
 * NaN and Infinity (not JSON, though some encoders write them) are refused;
+* what real clients send is normalised: the string ``"null"`` is no value; ISO date-times
+  (``2026-12-04T09:30:00``, with milliseconds or ``+08:00``) become ``2026-12-04 09:30:00``;
+  ``input`` sent as a JSON string is read as the object it holds; a body whose Content-Type
+  names GBK (or GB2312, GB18030) is read as such;
 * a JSON number with a fraction or exponent (``19.0``, ``1e3``) is kept as its exact
   literal text, never a binary float: amount fields then accept or refuse it as they
   accept or refuse the same decimal string.
@@ -56,25 +60,41 @@ class _NotANumber(str):
 _DECODER = json.JSONDecoder(parse_float=_number_text, parse_int=_bounded_int, parse_constant=_NotANumber)
 
 
-def read_envelope(raw: bytes) -> dict[str, Any]:
-    """The envelope as a dict, every value checked (see the module docstring)."""
+#: Charsets a Content-Type may name besides UTF-8: GBK and its relatives, read as GB 18030 (their superset).
+_GB_CHARSETS = frozenset({"gbk", "gb2312", "gb18030", "cp936"})
+#: ISO date-times as Java and .NET clients write them: 2026-12-04T09:30:00, with milliseconds or +08:00.
+_ISO_T = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(\.\d{1,7})?(\+08:00)?$", re.ASCII)
+
+
+def read_envelope(raw: bytes, charset: str = "utf-8") -> dict[str, Any]:
+    """The envelope as a dict, every value checked and normalised (see the module docstring)."""
+    gb = charset.lower() in _GB_CHARSETS
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("gb18030" if gb else "utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError("", f"报文不是合法的 UTF-8 编码 (第 {exc.start} 字节)") from None
-    try:
-        decoded = _DECODER.decode(text)
-    except RecursionError:
-        raise RequestError("", f"报文嵌套层数过多 (最多 {MAX_DEPTH} 层)") from None
-    except json.JSONDecodeError as exc:
-        raise RequestError("", f"报文不是合法的 JSON: 第 {exc.lineno} 行第 {exc.colno} 列, {exc.msg}") from None
+        raise RequestError("", f"报文不是合法的 {'GBK' if gb else 'UTF-8'} 编码 (第 {exc.start} 字节)") from None
+    decoded = _decode(text, "")
     if not isinstance(decoded, dict):
         raise RequestError("", "报文必须是 JSON 对象")
-    _check(decoded, "", 1)
-    return decoded
+    inner = decoded.get("input")
+    if isinstance(inner, str) and inner.lstrip().startswith("{"):
+        decoded["input"] = _decode(inner, "input")  # some clients send input as a JSON string
+    cleaned: dict[str, Any] = _clean(decoded, "", 1)
+    return cleaned
 
 
-def _check(value: Any, path: str, depth: int) -> None:
+def _decode(text: str, path: str) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        raise RequestError(path, f"报文嵌套层数过多 (最多 {MAX_DEPTH} 层)") from None
+    except json.JSONDecodeError as exc:
+        where = f"{path} 中" if path else "报文"
+        raise RequestError(path, f"{where}不是合法的 JSON: 第 {exc.lineno} 行第 {exc.colno} 列, {exc.msg}") from None
+
+
+def _clean(value: Any, path: str, depth: int) -> Any:
+    """``value`` checked, with what clients write for "nothing" ("null") and ISO date-times normalised."""
     if depth > MAX_DEPTH:
         raise RequestError(path, f"嵌套层数过多 (最多 {MAX_DEPTH} 层)")
     if isinstance(value, _Oversized):
@@ -83,14 +103,20 @@ def _check(value: Any, path: str, depth: int) -> None:
         raise RequestError(path, f"不是有效的数值: {value}")
     if isinstance(value, str):
         _check_text(value, path)
-    elif isinstance(value, dict):
+        if value == "null":
+            return None
+        iso = _ISO_T.match(value)
+        return f"{iso.group(1)} {iso.group(2)}" if iso else value
+    if isinstance(value, dict):
+        out = {}
         for key, item in value.items():
             if len(key) > MAX_KEY or _BAD_TEXT.search(key):
                 raise RequestError(path or "报文", f"字段名不合法: {key[:MAX_KEY]!r}")
-            _check(item, f"{path}.{key}" if path else key, depth + 1)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]", depth + 1)
+            out[key] = _clean(item, f"{path}.{key}" if path else key, depth + 1)
+        return out
+    if isinstance(value, list):
+        return [_clean(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    return value
 
 
 def _check_text(value: str, path: str) -> None:
