@@ -21,6 +21,8 @@ run: $(STAMP)
 	$(BIN)/yibao db upgrade
 	$(BIN)/yibao db seed-demo
 	$(BIN)/yibao demo
+	@echo "== a signed 9001 sign-in against the server below (paste into another shell) =="
+	@$(BIN)/yibao demo-curl --host 127.0.0.1 --port 8000
 	$(BIN)/yibao serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)

@@ -179,6 +179,33 @@ def demo() -> None:
         typer.echo(f"  {line}")
 
 
+@app.command("demo-curl")
+def demo_curl(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    fixmedins_code: Annotated[str, typer.Option("--fixmedins-code", help="A demo institution.")] = "H21060200001",
+) -> None:
+    """Print a one-line shell command: a signed 9001 sign-in against a running demo server (x-tif scheme)."""
+    from .service.apikeys import demo_key
+
+    if not (fixmedins_code.isascii() and fixmedins_code.isalnum() and len(fixmedins_code) <= 20):
+        raise typer.BadParameter("an institution code of letters and digits", param_hint="--fixmedins-code")
+    paasid, token = demo_key(fixmedins_code, "tif")
+    fields = {"infno": "9001", "msgid": f"{fixmedins_code}${{ts}}${{n}}", "mdtrtarea_admvs": "210600",
+              "insuplc_admdvs": "210600", "recer_sys_code": "YBXT", "infver": "V1.0", "opter_type": "1",
+              "opter": "001", "opter_name": "demo", "inf_time": "$t", "fixmedins_code": fixmedins_code,
+              "input": {"signIn": {"opter": "001", "mac": "00-00-00-00-00-00", "ip": "127.0.0.1"}}}  # fmt: skip
+    body = json.dumps(fields, ensure_ascii=True, separators=(",", ":")).replace('"', '\\"')
+    typer.echo(
+        f'ts=$(date +%s); n=$(date +%N); t=$(date "+%Y-%m-%d %H:%M:%S"); '
+        f"curl -s -X POST http://{host}:{port}/fsi/api/rsfComIfsService/callService "
+        f"-H 'Content-Type: application/json' -H 'x-tif-paasid: {paasid}' "
+        f'-H "x-tif-timestamp: $ts" -H "x-tif-nonce: $n" '
+        f'-H "x-tif-signature: $(printf %s "${{ts}}{token}${{n}}${{ts}}" | sha256sum | cut -c1-64)" '
+        f'-d "{body}"'
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseOpt = None) -> None:
     """Create or migrate the database schema to the latest revision."""

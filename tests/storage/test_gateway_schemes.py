@@ -133,3 +133,23 @@ def test_keys_are_issued_and_revoked_with_the_cli(db_url: str, db: Engine) -> No
     for bad in (["keys", "issue", INST, "--scheme", "md5"], ["keys", "issue", "H00000000000"]):
         refused = runner.invoke(app, [*bad, "--database-url", db_url])
         assert refused.exit_code == 2, refused.output
+
+
+def test_the_demo_curl_line_signs_in(db: Engine, base: str) -> None:
+    """What `make run` prints: one shell line that performs a signed 9001 against the running server."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from yibao.cli import app
+    from yibao.service.apikeys import demo_key
+
+    transact(db, lambda conn: b.institution(conn, "H21060200001"))
+    paasid, token = demo_key("H21060200001", "tif")
+    issue_api_key(db, "H21060200001", clock=dt.datetime.now, access_key=paasid, secret=token, scheme="tif")
+    port = base.rsplit(":", 1)[1]
+    line = CliRunner().invoke(app, ["demo-curl", "--port", port]).output.strip()
+    assert "\n" not in line
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30, check=True)
+    answer = json.loads(done.stdout)
+    assert answer["infcode"] == 0 and answer["output"]["signinoutb"]["sign_no"], answer["err_msg"]
