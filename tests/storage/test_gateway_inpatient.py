@@ -3,7 +3,8 @@ settlement, discharge, then reversal and cancel-discharge — the per-admission 
 charged once across all of the admission's settlements.
 
 Reuses the signed HIS client and the uvicorn server of ``test_gateway_e2e``; the inpatient,
-pharmacy and other handlers are merged into the dispatch table for the duration of each test.
+pharmacy, filing, rule-check, reconciliation and query handlers are merged into the dispatch
+table for the duration of each test.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from storage.test_gateway_e2e import INST, OTHER, Client, _client
 from storage.test_gateway_e2e import server as e2e_server  # noqa: F401  (a fixture, used by name)
 from yibao.db import repository as repo
 from yibao.db import schema as S
-from yibao.gateway import inpatient, other, pharmacy, transactions
+from yibao.gateway import filings, inpatient, pharmacy, reconciliation, rule_check, settlement_queries, transactions
 from yibao.service.uow import transact
 
 CARD = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "CP1", "card_sn": "SNP1"}
@@ -33,9 +34,10 @@ CONSULT, BED = "001102000050000", "001109000010200"
 
 @contextmanager
 def handlers_merged() -> Iterator[None]:
-    """The inpatient, pharmacy and other handlers in the gateway's dispatch table (restored after)."""
+    """The inpatient, pharmacy, filing, rule-check, reconciliation and query handlers in the dispatch
+    table (restored after)."""
     saved = dict(transactions.HANDLERS)
-    for module in (inpatient, pharmacy, other):
+    for module in (inpatient, pharmacy, filings, rule_check, reconciliation, settlement_queries):
         transactions.HANDLERS.update(module.HANDLERS)
     try:
         yield

@@ -37,14 +37,25 @@ from ..errors import RequestError, SettlementRefused, YibaoError
 from ..service.apikeys import GatewayKey, active_key
 from ..service.settlement import SettlementService
 from ..service.signatures import accept_signature
-from . import inpatient, other, person_queries, pharmacy, signature
+from . import (
+    filings,
+    inpatient,
+    person_queries,
+    pharmacy,
+    reconciliation,
+    rule_check,
+    settlement_queries,
+    signature,
+)  # fmt: skip
 from .envelope import read_envelope, text_field
 from .paths import CALL_SERVICE, PREFIX, route_of
 from .transactions import HANDLERS as OUTPATIENT_HANDLERS
 from .transactions import SIGN_FREE, Call, signed_in
 
-HANDLERS = {**OUTPATIENT_HANDLERS, **inpatient.HANDLERS, **pharmacy.HANDLERS, **other.HANDLERS,
-            **person_queries.HANDLERS}
+HANDLERS = {
+    **OUTPATIENT_HANDLERS, **inpatient.HANDLERS, **pharmacy.HANDLERS, **filings.HANDLERS, **rule_check.HANDLERS,
+    **reconciliation.HANDLERS, **settlement_queries.HANDLERS, **person_queries.HANDLERS,
+}  # fmt: skip
 
 __all__ = ["GATEWAY_PATH", "INTERNAL_ERROR", "SIGNIN_CACHE_SIZE", "SIGNIN_TTL_S", "create_app"]
 
