@@ -24,9 +24,9 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from ..db import repository as repo
 from ..db.schema import api_sessions, staff_users
 from ..errors import Reason, RequestError
+from ..service.audit import audit
 from ..service.credentials import Credential, check_portal_pin, resolve_credential
 from ..service.uow import transact
-from .audit import audit
 from .context import Clock, Context
 from .problems import ApiError
 

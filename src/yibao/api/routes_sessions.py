@@ -9,8 +9,8 @@ from fastapi import Body, Depends, Request, Response
 from sqlalchemy import Connection, update
 
 from ..db.schema import api_sessions
+from ..service.audit import audit
 from ..service.uow import transact
-from .audit import audit
 from .auth import Caller, login_person, login_staff, token_hash
 from .models import PersonLogin, SessionOut, StaffLogin, WhoAmI
 from .problems import ApiError

@@ -11,6 +11,7 @@ leaves nothing behind and may be retried with the same key.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db.schema import api_idempotency
 from ..errors import YibaoError
+from ..service.audit import audit, dumps, to_json
 from ..service.uow import transact
-from .audit import audit, fingerprint, to_json
 from .auth import Caller
 from .context import Context
 from .problems import ApiError
@@ -61,6 +62,11 @@ class _Answer:
     content: str
     replayed: bool
     error: YibaoError | None = None
+
+
+def fingerprint(method: str, path: str, body: Any) -> str:
+    """The hash identifying a request for idempotency: method, path and the parsed body."""
+    return hashlib.sha256(dumps({"method": method, "path": path, "body": body}).encode()).hexdigest()
 
 
 def perform(

@@ -20,7 +20,6 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -42,9 +41,10 @@ from .transactions import (
     _payload,
     _person_by,
     _visit,
+    amount_fen,
 )
 
-__all__ = ["HANDLERS", "Admission", "amount_fen", "fee_lines", "is_inpatient", "load_admission"]
+__all__ = ["HANDLERS", "Admission", "fee_lines", "load_admission"]
 
 #: Fee-line fields passed on to the engine (a line must name a catalogue code: no what-if classes).
 _KEEP = ("feedetl_sn", "med_list_codg", "hilist_code", "cnt", "pric", "det_item_fee_sumamt", "hosp_appr_flag",
@@ -63,21 +63,8 @@ def _serialised(mdtrt_id: str) -> Iterator[None]:
 
 
 def fee_lines(lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The fee lines as the engine takes them (JSON numbers, as some HIS send them, become decimal text)."""
-    return [{k: repr(v) if isinstance(v, float) else v for k, v in line.items() if k in _KEEP} for line in lines]
-
-
-def amount_fen(value: Any, field: str) -> int:
-    """An amount as HIS systems send it (string, integer or JSON number) in fen; may be negative."""
-    if isinstance(value, float):
-        try:
-            value = Decimal(repr(value))
-        except InvalidOperation:
-            raise RequestError(field, f"不是合法金额: {value!r}") from None
-    try:
-        return parse_fen(value, allow_negative=True)
-    except ValueError as exc:
-        raise RequestError(field, f"不是合法金额 (最多两位小数): {value!r}") from exc
+    """The fee lines as the engine takes them (JSON numbers arrive as their exact text: gateway/envelope.py)."""
+    return [{k: v for k, v in line.items() if k in _KEEP} for line in lines]
 
 
 def _flag(body: Mapping[str, Any], key: str, where: str) -> str:

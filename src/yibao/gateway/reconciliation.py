@@ -13,8 +13,8 @@ from ..db import repository as repo
 from ..errors import RequestError
 from ..money import format_fen
 from ..service.uow import transact
-from .inpatient import _text, amount_fen
-from .transactions import Call, _date, _payload
+from .inpatient import _text
+from .transactions import Call, _date, _payload, amount_fen
 
 __all__ = ["HANDLERS"]
 

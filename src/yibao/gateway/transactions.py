@@ -77,6 +77,15 @@ def _derived_id(prefix: str, call: Call) -> str:
     return f"{prefix}{digest[:23]}"
 
 
+def amount_fen(value: Any, field: str) -> int:
+    """An amount as HIS systems send it (decimal string, integer, or a JSON number's exact text) in fen;
+    may be negative."""
+    try:
+        return parse_fen(value, allow_negative=True)
+    except ValueError as exc:
+        raise RequestError(field, f"不是合法金额 (最多两位小数): {str(value)[:40]}") from exc
+
+
 def _payload(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     """National inputs nest the business fields under ``data`` (or another key); accept both."""
     inner = data.get(key)
@@ -412,14 +421,10 @@ def _not_an_admission(call: Call, setl_id: str) -> None:
 
 def _check_total(body: Mapping[str, Any], setlinfo: Mapping[str, Any]) -> None:
     declared = body.get("medfee_sumamt")
-    if declared in (None, "", "null"):
+    if declared in (None, ""):
         return
-    # Compared as money: 1075.7, "1075.70" and 1075.700 are the same total.
-    try:
-        declared_fen = parse_fen(declared)
-    except ValueError:
-        raise RequestError("input.data.medfee_sumamt", f"不是合法金额 (最多两位小数): {str(declared)[:40]}") from None
-    if declared_fen != parse_fen(setlinfo["medfee_sumamt"]):
+    # Compared as money: 1075.3, "1075.30" and 1075.300 are the same total.
+    if amount_fen(declared, "input.data.medfee_sumamt") != parse_fen(setlinfo["medfee_sumamt"]):
         raise GatewayError(f"medfee_sumamt {declared} 与已上传费用合计 {setlinfo['medfee_sumamt']} 不符")
 
 

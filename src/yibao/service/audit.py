@@ -1,9 +1,10 @@
-"""The audit log: who changed what, when, with a before/after summary (append-only table)."""
+"""The audit log: who changed what, when, with a before/after summary (append-only table).
+
+Every entrypoint that changes state writes its row here, in the same unit of work as the change."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import Connection, insert
 
 from ..db.schema import audit_log
 
-__all__ = ["audit", "dumps", "fingerprint", "to_json"]
+__all__ = ["audit", "dumps", "to_json"]
 
 
 def to_json(value: Any) -> Any:
@@ -33,11 +34,6 @@ def to_json(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Canonical JSON text (sorted keys, no spaces, UTF-8 kept)."""
     return json.dumps(to_json(value), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def fingerprint(method: str, path: str, body: Any) -> str:
-    """The hash identifying a request for idempotency: method, path and the parsed body."""
-    return hashlib.sha256(dumps({"method": method, "path": path, "body": body}).encode()).hexdigest()
 
 
 def audit(
