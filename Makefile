@@ -6,16 +6,23 @@ STAMP := $(VENV)/.installed
 # The modules setup.py compiles with mypyc: a change to one rebuilds the extensions.
 NATIVE := $(shell sed -n 's/^    "\(src\/yibao\/.*\.py\)",$$/\1/p' setup.py)
 
-.PHONY: run test lint typecheck bench catalog clean
+.PHONY: run test lint typecheck bench catalog clean lock
 
-# First the package with its dependencies (pure Python), then the compiled hot path,
-# built without isolation so that mypyc sees the dependencies' types.
-$(STAMP): pyproject.toml setup.py $(NATIVE)
+# The dependencies at exactly the tested versions (requirements.lock), then the package with its
+# compiled hot path, built without isolation so that mypyc sees the dependencies' types.
+LOCK := requirements.lock
+$(STAMP): pyproject.toml setup.py $(LOCK) $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	YIBAO_PURE=1 $(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the lock deliberately: the newest versions pyproject.toml allows (then run make test).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml requirements-build.in --extra dev --python-version 3.11 \
+		--no-header --annotation-style line --upgrade -o $(LOCK)
 
 run: $(STAMP)
 	$(BIN)/yibao db upgrade
