@@ -17,9 +17,9 @@ from sqlalchemy import Connection, select
 from ..db.schema import filings, visits
 from ..errors import RequestError
 from ..service import accounts
+from ..service import visits as visit_service
 from ..service.uow import transact
-from .inpatient import _text
-from .transactions import Call, GatewayError, _credential, _date, _payload, _person_by
+from .inputs import Call, GatewayError, credential_of, date_of, payload_of, text_of
 
 __all__ = ["HANDLERS"]
 
@@ -27,9 +27,9 @@ __all__ = ["HANDLERS"]
 # -- filings 2501 / 2502 (off-site, referral), 2503 / 2504 (chronic or special disease) ----------
 def _filing_person(call: Call, body: Mapping[str, Any], where: str) -> str:
     """The person a filing is for: named by a credential, or with a visit at this institution."""
-    psn_no = _text(body, "psn_no", where, required=False)
-    if _text(body, "mdtrt_cert_type", where, required=False):
-        named = _person_by(call, _credential(call, body))
+    psn_no = text_of(body, "psn_no", where, required=False)
+    if text_of(body, "mdtrt_cert_type", where, required=False):
+        named = visit_service.person_of(call.db, credential_of(body), call.clock())
         if psn_no and psn_no != named:
             raise GatewayError("psn_no 与凭证不符")
         return named
@@ -56,8 +56,8 @@ def _filing_person(call: Call, body: Mapping[str, Any], where: str) -> str:
 
 
 def _optional_date(body: Mapping[str, Any], key: str, where: str) -> dt.date | None:
-    text = _text(body, key, where, required=False)
-    return _date(text, f"{where}.{key}") if text else None
+    text = text_of(body, key, where, required=False)
+    return date_of(text, f"{where}.{key}") if text else None
 
 
 def _filing_refused(exc: RequestError) -> GatewayError:
@@ -74,11 +74,11 @@ def _filing_refused(exc: RequestError) -> GatewayError:
 
 
 def file_offsite(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
     psn_no = _filing_person(call, body, where)
-    target = _text(body, "mdtrtarea_admdvs", where, required=False) or _text(body, "mdtrtarea_admvs", where)
-    kind = _text(body, "offsite_type", where, required=False) or "referral"
+    target = text_of(body, "mdtrtarea_admdvs", where, required=False) or text_of(body, "mdtrtarea_admvs", where)
+    kind = text_of(body, "offsite_type", where, required=False) or "referral"
     if kind not in accounts.OFFSITE_TYPES:
         raise RequestError(f"{where}.offsite_type", f"须为 {' / '.join(accounts.OFFSITE_TYPES)}, 收到 {kind}")
     begn = _optional_date(body, "begndate", where) or call.clock().date()
@@ -93,10 +93,10 @@ def file_offsite(call: Call) -> dict[str, Any]:
 
 
 def file_disease(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
     psn_no = _filing_person(call, body, where)
-    code = _text(body, "opsp_dise_code", where, required=False) or _text(body, "dise_codg", where)
+    code = text_of(body, "opsp_dise_code", where, required=False) or text_of(body, "dise_codg", where)
     begn = _optional_date(body, "begndate", where) or call.clock().date()
     try:
         record = accounts.file_disease(
@@ -118,10 +118,10 @@ def _filing_out(record: accounts.FilingRecord) -> dict[str, Any]:
 
 def _cancel(kind: str) -> Callable[[Call], dict[str, Any]]:
     def cancel(call: Call) -> dict[str, Any]:
-        body = _payload(call.data, "data")
+        body = payload_of(call.data, "data")
         where = "input.data"
         psn_no = _filing_person(call, body, where)
-        sn = _text(body, "trt_dcla_detl_sn", where)
+        sn = text_of(body, "trt_dcla_detl_sn", where)
         if not (sn.isascii() and sn.isdigit()) or len(sn) > 18:
             raise RequestError(f"{where}.trt_dcla_detl_sn", f"不是有效的备案流水号: {sn}")
         row = transact(

@@ -28,21 +28,11 @@ from ..db import repository as repo
 from ..db.schema import settlements, visit_fees, visits
 from ..errors import RequestError
 from ..money import format_fen, parse_fen
+from ..service import visits as visit_service
 from ..service.credentials import Credential
 from ..service.settlement import SettleCommand, is_inpatient
 from ..service.uow import transact
-from .transactions import (
-    MAX_VISIT_LINES,
-    Call,
-    GatewayError,
-    _credential,
-    _date,
-    _derived_id,
-    _payload,
-    _person_by,
-    _visit,
-    amount_fen,
-)
+from .inputs import Call, GatewayError, amount_fen, credential_of, date_of, derived_id, flag_of, payload_of, text_of
 
 __all__ = ["HANDLERS", "Admission", "fee_lines", "load_admission"]
 
@@ -65,24 +55,6 @@ def _serialised(mdtrt_id: str) -> Iterator[None]:
 def fee_lines(lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The fee lines as the engine takes them (JSON numbers arrive as their exact text: gateway/envelope.py)."""
     return [{k: v for k, v in line.items() if k in _KEEP} for line in lines]
-
-
-def _flag(body: Mapping[str, Any], key: str, where: str) -> str:
-    value = body.get(key)
-    text = "0" if value is None or value == "" else str(value).strip()
-    if text not in ("0", "1"):
-        raise RequestError(f"{where}.{key}", f"须为 0 或 1, 收到 {value!r}")
-    return text
-
-
-def _text(body: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str:
-    value = body.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
-        raise RequestError(f"{where}.{key}", "须为字符串")
-    text = "" if value is None else str(value).strip()
-    if required and not text:
-        raise RequestError(f"{where}.{key}", "missing required value")
-    return text
 
 
 @dataclass(frozen=True)
@@ -126,7 +98,7 @@ def load_admission(conn: Connection, call: Call, mdtrt_id: str, psn_no: str | No
     """The admission ``mdtrt_id`` of the calling institution (refused if it is not an inpatient visit)."""
     if not mdtrt_id:
         raise RequestError("input.data.mdtrt_id", "missing required value")
-    row = _visit(conn, call, mdtrt_id, psn_no or None)
+    row = visit_service.own_visit(conn, call.fixmedins_code, mdtrt_id, psn_no or None)
     if not is_inpatient(row.med_type):
         raise GatewayError(f"就诊 {mdtrt_id} 不是住院 (医疗类别 {row.med_type}), 请使用门诊交易 (2204–2208)")
     rows = conn.execute(
@@ -173,7 +145,7 @@ def admission_command(
     row = adm.row
     payload: dict[str, Any] = {
         "insutype": row.insutype, "med_type": row.med_type, "begntime": row.begntime,
-        "acct_used_flag": _flag(body, "acct_used_flag", "input.data"), "mdtrt_id": row.mdtrt_id,
+        "acct_used_flag": flag_of(body, "acct_used_flag", "input.data"), "mdtrt_id": row.mdtrt_id,
         "feedetail": fee_lines(lines),
     }  # fmt: skip
     if row.dise_codg:
@@ -199,24 +171,24 @@ def _check_declared(body: Mapping[str, Any], lines: list[Mapping[str, Any]], whe
 
 # -- 2401 admission / 2404 cancel admission -------------------------------------------------
 def admit(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "mdtrtinfo")
+    body = payload_of(call.data, "mdtrtinfo")
     where = "input.mdtrtinfo"
-    cred = _credential(call, body, card_sn_required=False)
-    psn_no = _person_by(call, cred)
-    if _text(body, "psn_no", where, required=False) not in ("", psn_no):
+    cred = credential_of(body, card_sn_required=False)
+    psn_no = visit_service.person_of(call.db, cred, call.clock())
+    if text_of(body, "psn_no", where, required=False) not in ("", psn_no):
         raise GatewayError("psn_no 与凭证不符 (不得冒名就医)")
-    med_type = _text(body, "med_type", where)
+    med_type = text_of(body, "med_type", where)
     if not is_inpatient(med_type):
         raise GatewayError(f"入院办理的医疗类别须为住院类 (21 普通住院, 28 日间手术 …), 收到 {med_type}")
-    insutype = _text(body, "insutype", where)
-    begntime = _text(body, "begntime", where, required=False) or call.clock().strftime("%Y-%m-%d %H:%M:%S")
-    date = _date(begntime, f"{where}.begntime")
+    insutype = text_of(body, "insutype", where)
+    begntime = text_of(body, "begntime", where, required=False) or call.clock().strftime("%Y-%m-%d %H:%M:%S")
+    date = date_of(begntime, f"{where}.begntime")
     reasons = call.service.entitlement_of(psn_no, call.fixmedins_code, insutype, med_type, date)
     if reasons:
         raise GatewayError("; ".join(r.message for r in reasons))
-    dise_codg = _text(body, "dise_codg", where, required=False) or _main_diagnosis(call.data.get("diseinfo"))
-    mdtrt_id = _derived_id("V", call)
-    ipt_otp_no = _text(body, "ipt_no", where, required=False) or _text(body, "ipt_otp_no", where, required=False)
+    dise_codg = text_of(body, "dise_codg", where, required=False) or _main_diagnosis(call.data.get("diseinfo"))
+    mdtrt_id = derived_id("V", call)
+    ipt_otp_no = text_of(body, "ipt_no", where, required=False) or text_of(body, "ipt_otp_no", where, required=False)
     ipt_otp_no = (ipt_otp_no or mdtrt_id)[:30]
     now = call.clock()
 
@@ -252,11 +224,11 @@ def _main_diagnosis(diseinfo: Any) -> str:
 
 
 def cancel_admission(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
-    mdtrt_id = _text(body, "mdtrt_id", "input.data")
+    body = payload_of(call.data, "data")
+    mdtrt_id = text_of(body, "mdtrt_id", "input.data")
 
     def work(conn: Connection) -> None:
-        adm = load_admission(conn, call, mdtrt_id, _text(body, "psn_no", "input.data", required=False))
+        adm = load_admission(conn, call, mdtrt_id, text_of(body, "psn_no", "input.data", required=False))
         if adm.row.status == "cancelled":
             return  # already cancelled (a retry)
         if adm.row.status == "settled":
@@ -277,15 +249,15 @@ def cancel_admission(call: Call) -> dict[str, Any]:
 
 # -- 2402 discharge / 2405 cancel discharge ------------------------------------------------------
 def discharge(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "dscginfo")
+    body = payload_of(call.data, "dscginfo")
     where = "input.dscginfo"
-    mdtrt_id = _text(body, "mdtrt_id", where)
-    endtime = _text(body, "endtime", where, required=False)
+    mdtrt_id = text_of(body, "mdtrt_id", where)
+    endtime = text_of(body, "endtime", where, required=False)
     if endtime:
-        _date(endtime, f"{where}.endtime")
+        date_of(endtime, f"{where}.endtime")
 
     def work(conn: Connection) -> str:
-        adm = load_admission(conn, call, mdtrt_id, _text(body, "psn_no", where, required=False))
+        adm = load_admission(conn, call, mdtrt_id, text_of(body, "psn_no", where, required=False))
         if adm.row.status == "settled":
             return adm.final.setl_id if adm.final is not None else ""  # already discharged (a retry)
         if adm.row.status == "cancelled":
@@ -301,11 +273,11 @@ def discharge(call: Call) -> dict[str, Any]:
 
 
 def cancel_discharge(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
-    mdtrt_id = _text(body, "mdtrt_id", "input.data")
+    body = payload_of(call.data, "data")
+    mdtrt_id = text_of(body, "mdtrt_id", "input.data")
 
     def work(conn: Connection) -> None:
-        adm = load_admission(conn, call, mdtrt_id, _text(body, "psn_no", "input.data", required=False))
+        adm = load_admission(conn, call, mdtrt_id, text_of(body, "psn_no", "input.data", required=False))
         if adm.row.status == "open":
             raise GatewayError(f"住院 {mdtrt_id} 未办理出院, 无需撤销出院")
         if adm.row.status == "cancelled":
@@ -352,8 +324,8 @@ def upload_fees(call: Call) -> dict[str, Any]:
                 raise GatewayError(f"费用明细流水号 {sn} 已撤销, 不能重复使用; 请使用新的流水号")
             # A line already stored (a retry) keeps its first upload.
             given.append(json.loads(text) if status == "active" else {**line, "feedetl_sn": sn})
-        if len(stored) + len(given) > MAX_VISIT_LINES:
-            raise RequestError("input.feedetail", f"a visit holds at most {MAX_VISIT_LINES} lines")
+        if len(stored) + len(given) > visit_service.MAX_VISIT_LINES:
+            raise RequestError("input.feedetail", f"a visit holds at most {visit_service.MAX_VISIT_LINES} lines")
         # Split first: a line the catalogue refuses (unknown code …) is refused before anything is stored.
         result = call.service.presettle(admission_command(call, adm, {"acct_used_flag": "0"}, given))
 
@@ -433,25 +405,25 @@ def revoke_fees(call: Call) -> dict[str, Any]:
 
 # -- 2303 / 2304 settlement, 2305 reversal ----------------------------------------------------------
 def presettle(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
-    adm = _read(call, _text(body, "mdtrt_id", where), _text(body, "psn_no", where, required=False))
+    adm = _read(call, text_of(body, "mdtrt_id", where), text_of(body, "psn_no", where, required=False))
     adm.require_open("预结算")
     pending = adm.pending
     if not pending:
         raise GatewayError(f"住院 {adm.row.mdtrt_id} 没有未结算的费用明细")
-    mid = _flag(body, "mid_setl_flag", where)
+    mid = flag_of(body, "mid_setl_flag", where)
     _check_declared(body, pending, where)
     out = call.service.presettle(admission_command(call, adm, body, pending, mid)).to_json(trace=False)
     return {"setlinfo": out["setlinfo"], "setldetail": out["setldetail"]}
 
 
 def settle(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
-    mdtrt_id = _text(body, "mdtrt_id", where)
-    psn_no = _text(body, "psn_no", where, required=False)
-    mid = _flag(body, "mid_setl_flag", where)
+    mdtrt_id = text_of(body, "mdtrt_id", where)
+    psn_no = text_of(body, "psn_no", where, required=False)
+    mid = flag_of(body, "mid_setl_flag", where)
     with _serialised(mdtrt_id):
         command = transact(call.db, lambda conn: _retried(conn, call, mdtrt_id, body, mid), readonly=True)
         if command is None:
@@ -477,16 +449,16 @@ def _retried(conn: Connection, call: Call, mdtrt_id: str, body: Mapping[str, Any
     request = json.loads(done.request_json)
     payload = {key: request[key] for key in _PAYLOAD_KEYS if key in request}
     # What the retry may vary must match the first attempt, or the service refuses the msgid reuse.
-    payload.update(acct_used_flag=_flag(body, "acct_used_flag", "input.data"), mid_setl_flag=mid)
-    return _command(call, _visit(conn, call, mdtrt_id), body, payload)
+    payload.update(acct_used_flag=flag_of(body, "acct_used_flag", "input.data"), mid_setl_flag=mid)
+    return _command(call, visit_service.own_visit(conn, call.fixmedins_code, mdtrt_id), body, payload)
 
 
 def reverse(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
-    setl_id = _text(body, "setl_id", where)
-    given_mdtrt = _text(body, "mdtrt_id", where, required=False)
-    psn_no = _text(body, "psn_no", where, required=False)
+    setl_id = text_of(body, "setl_id", where)
+    given_mdtrt = text_of(body, "mdtrt_id", where, required=False)
+    psn_no = text_of(body, "psn_no", where, required=False)
 
     def target_of(conn: Connection) -> Any:
         if repo.get_message(conn, call.fixmedins_code, call.msgid) is not None:

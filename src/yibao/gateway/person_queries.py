@@ -12,15 +12,15 @@ from typing import Any
 
 from ..service import queries
 from ..service.credentials import Credential
-from .transactions import Call, _credential, _payload
+from .inputs import Call, credential_of, payload_of
 
 __all__ = ["HANDLERS"]
 
 
 def _person(call: Call) -> tuple[str, Credential | None]:
-    body: Mapping[str, Any] = _payload(call.data, "data")
+    body: Mapping[str, Any] = payload_of(call.data, "data")
     psn_no = str(body.get("psn_no") or "").strip()
-    credential = _credential(call, body) if body.get("mdtrt_cert_type") or body.get("mdtrt_cert_no") else None
+    credential = credential_of(body) if body.get("mdtrt_cert_type") or body.get("mdtrt_cert_no") else None
     return psn_no, credential
 
 

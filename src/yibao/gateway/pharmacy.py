@@ -17,10 +17,11 @@ from sqlalchemy import Connection, select
 from ..db import repository as repo
 from ..db.schema import visits
 from ..errors import RequestError
+from ..service import visits as visit_service
 from ..service.settlement import SettleCommand
 from ..service.uow import transact
-from .inpatient import _check_declared, _flag, _text, fee_lines
-from .transactions import Call, GatewayError, _credential, _date, _derived_id, _payload, _person_by
+from .inpatient import _check_declared, fee_lines
+from .inputs import Call, GatewayError, credential_of, date_of, derived_id, flag_of, payload_of, text_of
 
 __all__ = ["HANDLERS", "PHARMACY_MED_TYPE"]
 
@@ -50,32 +51,32 @@ def _stored_begntime(call: Call) -> str | None:
 
 def _purchase(call: Call, *, settle: bool) -> SettleCommand:
     _require_pharmacy(call)
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
-    cred = _credential(call, body)
-    psn_no = _person_by(call, cred)
-    if _text(body, "psn_no", where, required=False) not in ("", psn_no):
+    cred = credential_of(body)
+    psn_no = visit_service.person_of(call.db, cred, call.clock())
+    if text_of(body, "psn_no", where, required=False) not in ("", psn_no):
         raise GatewayError("psn_no 与凭证不符 (不得冒名购药)")
-    med_type = _text(body, "med_type", where, required=False) or PHARMACY_MED_TYPE
+    med_type = text_of(body, "med_type", where, required=False) or PHARMACY_MED_TYPE
     if med_type != PHARMACY_MED_TYPE:
         raise GatewayError(f"药店购药的医疗类别须为 41, 收到 {med_type}")
-    insutype = _text(body, "insutype", where)
+    insutype = text_of(body, "insutype", where)
     lines = call.data.get("feedetail", body.get("feedetail"))
     if not isinstance(lines, list) or not lines or not all(isinstance(line, Mapping) for line in lines):
         raise RequestError("input.feedetail", "must be a non-empty list of fee lines")
     for i, line in enumerate(lines):
         if not (line.get("med_list_codg") or line.get("hilist_code")):
             raise RequestError(f"input.feedetail[{i}].med_list_codg", "药店购药明细须填写医保目录编码")
-    begntime = (settle and _stored_begntime(call)) or _text(body, "begntime", where, required=False)
+    begntime = (settle and _stored_begntime(call)) or text_of(body, "begntime", where, required=False)
     begntime = begntime or call.clock().strftime("%Y-%m-%d %H:%M:%S")
-    _date(begntime, f"{where}.begntime")
+    date_of(begntime, f"{where}.begntime")
     _check_declared(body, lines, where)
     payload: dict[str, Any] = {
         "insutype": insutype, "med_type": med_type, "begntime": begntime[:19],
-        "acct_used_flag": _flag(body, "acct_used_flag", where), "feedetail": fee_lines(lines),
+        "acct_used_flag": flag_of(body, "acct_used_flag", where), "feedetail": fee_lines(lines),
     }  # fmt: skip
     if settle:
-        payload["mdtrt_id"] = _derived_id("D", call)
+        payload["mdtrt_id"] = derived_id("D", call)
     return SettleCommand(call.msgid, call.fixmedins_code, cred, payload)
 
 
@@ -92,10 +93,10 @@ def settle(call: Call) -> dict[str, Any]:
 
 def reverse(call: Call) -> dict[str, Any]:
     _require_pharmacy(call)
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
-    setl_id = _text(body, "setl_id", where)
-    psn_no = _text(body, "psn_no", where, required=False)
+    setl_id = text_of(body, "setl_id", where)
+    psn_no = text_of(body, "psn_no", where, required=False)
 
     def check(conn: Connection) -> None:
         if repo.get_message(conn, call.fixmedins_code, call.msgid) is not None:

@@ -13,8 +13,7 @@ from ..db import repository as repo
 from ..errors import RequestError
 from ..money import format_fen
 from ..service.uow import transact
-from .inpatient import _text
-from .transactions import Call, _date, _payload, amount_fen
+from .inputs import Call, amount_fen, date_of, payload_of, text_of
 
 __all__ = ["HANDLERS"]
 
@@ -26,8 +25,8 @@ MAX_STMT_ROWS = 20_000
 
 # -- 3201 / 3202 reconciliation -----------------------------------------------------------------
 def _range(body: Mapping[str, Any], where: str) -> tuple[dt.datetime, dt.datetime]:
-    begn = _date(_text(body, "stmt_begndate", where), f"{where}.stmt_begndate")
-    end = _date(_text(body, "stmt_enddate", where), f"{where}.stmt_enddate")
+    begn = date_of(text_of(body, "stmt_begndate", where), f"{where}.stmt_begndate")
+    end = date_of(text_of(body, "stmt_enddate", where), f"{where}.stmt_enddate")
     if end < begn:
         raise RequestError(f"{where}.stmt_enddate", "对账结束日期早于开始日期")
     if (end - begn).days >= MAX_STMT_DAYS:
@@ -38,9 +37,9 @@ def _range(body: Mapping[str, Any], where: str) -> tuple[dt.datetime, dt.datetim
 def _ours(call: Call, body: Mapping[str, Any], where: str) -> list[tuple[Any, Mapping[str, Any]]]:
     """This institution's settlement and reversal rows in the range, with their stored setlinfo, filtered."""
     start, end = _range(body, where)
-    optins = _text(body, "setl_optins", where, required=False)
-    insutype = _text(body, "insutype", where, required=False)
-    clr_type = _text(body, "clr_type", where, required=False)
+    optins = text_of(body, "setl_optins", where, required=False)
+    insutype = text_of(body, "insutype", where, required=False)
+    clr_type = text_of(body, "clr_type", where, required=False)
 
     def work(conn: Connection) -> list[tuple[Any, Mapping[str, Any]]]:
         out = []
@@ -59,7 +58,7 @@ def _ours(call: Call, body: Mapping[str, Any], where: str) -> list[tuple[Any, Ma
 
 
 def reconcile_totals(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
     rows = _ours(call, body, where)
     ours = {
@@ -68,7 +67,7 @@ def reconcile_totals(call: Call) -> dict[str, Any]:
         "acct_pay": sum(r.acct_pay for r, _ in rows),
     }
     theirs = {key: amount_fen(body.get(key, 0) or 0, f"{where}.{key}") for key in ours}
-    count_text = _text(body, "fixmedins_setl_cnt", where)
+    count_text = text_of(body, "fixmedins_setl_cnt", where)
     if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 12):
         raise RequestError(f"{where}.fixmedins_setl_cnt", f"须为不超过 12 位的非负整数, 收到 {count_text[:40]}")
     differs = [
@@ -80,7 +79,7 @@ def reconcile_totals(call: Call) -> dict[str, Any]:
         differs.append(f"fixmedins_setl_cnt 机构 {int(count_text)} / 中心 {len(rows)}")
     return {
         "stmtinfo": {
-            "setl_optins": _text(body, "setl_optins", where, required=False),
+            "setl_optins": text_of(body, "setl_optins", where, required=False),
             "stmt_rslt": "1" if differs else "0",
             "stmt_rslt_dscr": "对账不平: " + "; ".join(differs) if differs else "对账相符",
             **{key: format_fen(value) for key, value in ours.items()},
@@ -90,7 +89,7 @@ def reconcile_totals(call: Call) -> dict[str, Any]:
 
 
 def reconcile_details(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
     given = call.data.get("detail", body.get("detail"))
     if not isinstance(given, list) or not all(isinstance(item, Mapping) for item in given):
@@ -101,7 +100,7 @@ def reconcile_details(call: Call) -> dict[str, Any]:
     theirs: dict[str, dict[str, int]] = {}
     for i, item in enumerate(given):
         at = f"input.detail[{i}]"
-        setl_id = _text(item, "setl_id", at)
+        setl_id = text_of(item, "setl_id", at)
         if setl_id in theirs:
             raise RequestError(f"{at}.setl_id", f"结算 {setl_id} 重复")
         theirs[setl_id] = {key: amount_fen(item.get(key, 0) or 0, f"{at}.{key}") for key in keys}

@@ -10,11 +10,12 @@ from sqlalchemy import Connection, select
 
 from ..db.schema import visit_fees
 from ..errors import RequestError
+from ..service import visits as visit_service
 from ..service.credentials import Credential
 from ..service.settlement import SettleCommand
 from ..service.uow import transact
-from .inpatient import _text, fee_lines
-from .transactions import Call, _payload, _visit
+from .inpatient import fee_lines
+from .inputs import Call, payload_of, text_of
 
 __all__ = ["HANDLERS", "rule_of"]
 
@@ -47,14 +48,14 @@ def rule_of(reason: str) -> tuple[str, str]:
 
 
 def rule_check(call: Call) -> dict[str, Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     given = call.data.get("feedetail", body.get("feedetail"))
-    mdtrt_id = _text(body, "mdtrt_id", "input.data", required=False)
+    mdtrt_id = text_of(body, "mdtrt_id", "input.data", required=False)
     if not mdtrt_id and isinstance(given, list) and given and isinstance(given[0], Mapping):
         mdtrt_id = str(given[0].get("mdtrt_id") or "").strip()
     if not mdtrt_id:
         raise RequestError("input.data.mdtrt_id", "missing required value")
-    row = transact(call.db, lambda conn: _visit(conn, call, mdtrt_id), readonly=True)
+    row = transact(call.db, lambda conn: visit_service.own_visit(conn, call.fixmedins_code, mdtrt_id), readonly=True)
     if given is not None:
         if not isinstance(given, list) or not given or not all(isinstance(line, Mapping) for line in given):
             raise RequestError("input.feedetail", "must be a non-empty list of fee lines")

@@ -10,19 +10,18 @@ from sqlalchemy import Connection
 
 from ..db import repository as repo
 from ..service.uow import transact
-from .inpatient import _text
-from .transactions import Call, GatewayError, _payload
+from .inputs import Call, GatewayError, payload_of, text_of
 
 __all__ = ["HANDLERS"]
 
 
 # -- 5203 settlement / 5204 its fee details --------------------------------------------------------
 def _own_settlement(call: Call) -> tuple[Any, dict[str, Any], Any]:
-    body = _payload(call.data, "data")
+    body = payload_of(call.data, "data")
     where = "input.data"
-    setl_id = _text(body, "setl_id", where)
-    psn_no = _text(body, "psn_no", where, required=False)
-    mdtrt_id = _text(body, "mdtrt_id", where, required=False)
+    setl_id = text_of(body, "setl_id", where)
+    psn_no = text_of(body, "psn_no", where, required=False)
+    mdtrt_id = text_of(body, "mdtrt_id", where, required=False)
 
     def work(conn: Connection) -> tuple[Any, dict[str, Any], Any]:
         row = repo.get_settlement(conn, setl_id)
