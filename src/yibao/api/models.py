@@ -397,6 +397,21 @@ class DesignationUpdate(_Input):
     valid_to: Day | None = None
 
 
+class GatewayKeyIssue(_Input):
+    scheme: Literal["api", "tif"] = Field(
+        default="api", description="api: _api_* headers signed with HMAC-SHA1; tif: x-tif-* headers (SHA-256)"
+    )
+
+
+class GatewayKeyOut(BaseModel):
+    access_key: str = Field(description="_api_access_key or x-tif-paasid")
+    fixmedins_code: str
+    scheme: Literal["api", "tif"]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    secret: str | None = Field(default=None, description="Only in the answer that issues the key: keep it safe")
+
+
 # -- policies ------------------------------------------------------------------------------
 class ReferenceOut(BaseModel):
     key: str

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select, update
 from ..db import repository as repo
 from ..db.schema import audit_log, institutions, staff_users
 from ..errors import RequestError
-from ..service import registry
+from ..service import apikeys, registry
 from .auth import (
     STAFF_MAX_ATTEMPTS,
     Caller,
@@ -28,6 +28,8 @@ from .models import (
     AuditOut,
     AuditPage,
     DesignationUpdate,
+    GatewayKeyIssue,
+    GatewayKeyOut,
     InstitutionOut,
     InstitutionPage,
     ParameterOut,
@@ -112,6 +114,73 @@ def register(r: Registrar) -> None:
                           after=out.model_dump(include={"designated", "valid_from", "valid_to"}))  # fmt: skip
 
         return perform(ctx, caller, key=idempotency_key, request_hash=fingerprint("POST", request.url.path, body),
+                       op=op)  # fmt: skip
+
+    # -- gateway keys (the institution's _api_* / x-tif-* credentials) --------------------------
+    def _key_out(record: apikeys.KeyRecord) -> GatewayKeyOut:
+        return GatewayKeyOut(**record._asdict())
+
+    def _known_institution(conn: Connection, fixmedins_code: str) -> None:
+        if repo.get_institution(conn, fixmedins_code) is None:
+            raise ApiError(404, "INSTITUTION_UNKNOWN", f"institution {fixmedins_code} is not registered",
+                           field="fixmedins_code")  # fmt: skip
+
+    @r.route("GET", "/institutions/{fixmedins_code}/gateway-keys", tag="institutions",
+             response_model=list[GatewayKeyOut], errors=(401, 403, 404, 422),
+             summary="An institution's gateway keys, newest first, without secrets (admin)")  # fmt: skip
+    def list_gateway_keys(fixmedins_code: InstitutionPath, caller: CallerDep) -> list[GatewayKeyOut]:
+        refuse(caller, role="admin")
+
+        def read(conn: Connection) -> list[apikeys.KeyRecord]:
+            _known_institution(conn, fixmedins_code)
+            return apikeys.keys_of(conn, fixmedins_code)
+
+        return [_key_out(record) for record in ctx.read(read)]
+
+    @r.route("POST", "/institutions/{fixmedins_code}/gateway-keys", tag="institutions", response_model=GatewayKeyOut,
+             status_code=201, errors=(400, 401, 403, 404, 409, 422),
+             summary="Issue a gateway key to an institution; the secret is in this answer only (admin)")  # fmt: skip
+    def issue_gateway_key(
+        fixmedins_code: InstitutionPath,
+        body: GatewayKeyIssue,
+        request: Request,
+        caller: CallerDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        refuse(caller, role="admin")
+
+        def op(conn: Connection) -> Change:
+            _known_institution(conn, fixmedins_code)
+            record = apikeys.issue_key_in(conn, fixmedins_code, now=ctx.clock(), scheme=body.scheme)
+            audited = {"access_key": record.access_key, "scheme": record.scheme}  # never the secret
+            return Change(201, _key_out(record), "gateway_key.issue", f"institution:{fixmedins_code}",
+                          after=audited)  # fmt: skip
+
+        return perform(ctx, caller, key=idempotency_key, request_hash=fingerprint("POST", request.url.path, body),
+                       op=op)  # fmt: skip
+
+    @r.route("POST", "/institutions/{fixmedins_code}/gateway-keys/{access_key}/revoke", tag="institutions",
+             response_model=GatewayKeyOut, errors=(401, 403, 404, 422),
+             summary="Revoke a gateway key: refused by every server within 30 s (admin)")  # fmt: skip
+    def revoke_gateway_key(
+        fixmedins_code: InstitutionPath,
+        access_key: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{4,64}$")],
+        request: Request,
+        caller: CallerDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        refuse(caller, role="admin")
+
+        def op(conn: Connection) -> Change:
+            record = apikeys.revoke_key_in(conn, access_key, now=ctx.clock(), fixmedins_code=fixmedins_code)
+            if record is None:
+                raise ApiError(404, "GATEWAY_KEY_UNKNOWN", f"no active key {access_key} of institution "
+                               f"{fixmedins_code}", field="access_key")  # fmt: skip
+            return Change(200, _key_out(record), "gateway_key.revoke", f"institution:{fixmedins_code}",
+                          before={"access_key": access_key, "revoked_at": None},
+                          after={"access_key": access_key, "revoked_at": record.revoked_at})  # fmt: skip
+
+        return perform(ctx, caller, key=idempotency_key, request_hash=fingerprint("POST", request.url.path, None),
                        op=op)  # fmt: skip
 
     # -- policies --------------------------------------------------------------------------

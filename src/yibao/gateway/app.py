@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 from starlette.types import Receive, Scope, Send
 
 from ..errors import RequestError, SettlementRefused, YibaoError
+from ..policy import GatewayRules
 from ..service.apikeys import GatewayKey, active_key
 from ..service.settlement import SettlementService
 from ..service.signatures import accept_signature
@@ -92,6 +93,7 @@ _STD_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 _ENCODE_LOG = json.JSONEncoder(ensure_ascii=False).encode
 _JSON_TYPE = (b"content-type", b"application/json")
+_DEFAULT_RULES = GatewayRules()
 _MISSING_SIGNIN = "未签到或签到已失效 (sign_no), 请先调用 9001 签到"
 
 
@@ -124,7 +126,9 @@ class GatewayApp(FastAPI):
 
 def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt.datetime] = dt.datetime.now,
                ms_clock: Callable[[], int] = lambda: int(time.time() * 1000),
-               signin_ttl: float = SIGNIN_TTL_S) -> FastAPI:  # fmt: skip
+               signin_ttl: float = SIGNIN_TTL_S, home_admdvs: str | None = None) -> FastAPI:  # fmt: skip
+    """The gateway (and the FastAPI app ``/v1`` mounts on). ``home_admdvs``: the region whose gateway rules answer a
+    caller that cannot be identified (by default the national ones)."""
     app = GatewayApp(title="yibao national-interface gateway", version="1.0", docs_url="/docs")
     sequence = itertools.count(1)
     process_tag = f"{os.getpid() % 10_000:04d}"
@@ -157,11 +161,13 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
         }
         return _encode(body)
 
-    def business(handler: Callable[[Call], dict[str, Any]], infno: str, msgid: str, fixmedins_code: str,
+    def business(handler: Callable[[Call], dict[str, Any]], infno: str, msgid: str, key: GatewayKey,
                  envelope: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
         """The part that may touch the database, run in a worker thread: sign-in check, then the handler."""
-        if infno not in SIGN_FREE:
-            sign_no = str(envelope.get("sign_no") or "")
+        fixmedins_code = key.fixmedins_code
+        sign_no = str(envelope.get("sign_no") or "")
+        # A sign_no sent is checked; none sent is refused unless the region's spec makes it optional.
+        if infno not in SIGN_FREE and (sign_no or rules_of(key.admdvs).sign_no_required):
             if not sign_no:
                 raise _Refusal(_MISSING_SIGNIN)
             if not signins.fresh(sign_no, fixmedins_code):
@@ -178,24 +184,36 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             if infno == "9002":  # a sign-out: no sign_no of the institution is trusted from the cache any more
                 signins.forget(fixmedins_code)
 
-    def authenticate(headers: list[tuple[bytes, bytes]]) -> str:
-        """The calling institution of verified signature headers, each signature accepted once (in a worker thread)."""
+    def rules_of(admdvs: str | None) -> GatewayRules:
+        """The gateway rules of a region's policy in force today (the home region's for an unknown caller)."""
+        region = admdvs or home_admdvs
+        if region is None:
+            return _DEFAULT_RULES
+        try:
+            return service.engine.policies.resolve(region, clock().date()).params.gateway
+        except YibaoError:
+            return _DEFAULT_RULES
+
+    def authenticate(headers: list[tuple[bytes, bytes]]) -> GatewayKey:
+        """The key of verified signature headers, each signature accepted once (in a worker thread)."""
         now_ms = ms_clock()
         access_key, signature, owner = _authenticate(headers, key_of, now_ms)
         # The signature stays refused while its timestamp could still pass the window check.
         now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).replace(tzinfo=None)
         until = now + dt.timedelta(milliseconds=2 * REPLAY_WINDOW_MS)
         if not accept_signature(db, access_key, signature, until, now):
-            raise _AuthError("鉴权失败: 该签名已使用 (防重放), 每个请求须重新生成时间戳 (与 nonce) 及签名")
+            raise _AuthError("鉴权失败: 该签名已使用 (防重放), 每个请求须重新生成时间戳 (与 nonce) 及签名", owner)
         return owner
 
-    async def respond(scope: Scope, receive: Receive) -> bytes | None:
-        """The answer's body for one request (None if the client went away before sending it); logs one line."""
+    async def respond(scope: Scope, receive: Receive) -> tuple[int, bytes] | None:
+        """The answer's HTTP status and body for one request (None if the client went away before sending it);
+        logs one line."""
         started = time.perf_counter()
         received = clock()
         envelope: Mapping[str, Any] = {}
         infno = msgid = ""
         infcode = -1
+        status = 200
         try:
             route = route_of(scope["path"])
             if not route.known:
@@ -203,7 +221,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
             if scope["method"] != "POST":
                 raise _Refusal(f"服务路径只接受 POST 请求 (收到 {scope['method']})")
             # Who is calling, before a byte of the body is read: an unsigned body is never parsed.
-            owner = await _in_thread(authenticate, scope["headers"])
+            key = await _in_thread(authenticate, scope["headers"])
             read = await _read_body(receive)
             if read is None:
                 return None
@@ -216,14 +234,14 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
                 raise RequestError("infno", f"{infno} 与服务路径所指交易 {route.infno} 不符")
             msgid = text_field(envelope, "msgid", max_len=40, required=True)
             fixmedins_code = text_field(envelope, "fixmedins_code", max_len=30)
-            for key in _TEXT_FIELDS:
-                text_field(envelope, key, max_len=64)
-            if fixmedins_code != owner:
-                raise _AuthError(f"鉴权失败: fixmedins_code {fixmedins_code or '(空)'} 不属于该密钥")
+            for name in _TEXT_FIELDS:
+                text_field(envelope, name, max_len=64)
+            if fixmedins_code != key.fixmedins_code:
+                raise _AuthError(f"鉴权失败: fixmedins_code {fixmedins_code or '(空)'} 不属于该密钥", key)
             handler = HANDLERS.get(infno)
             if handler is None:
                 raise _Refusal(f"不支持的交易编号 infno={infno}")
-            output = await _in_thread(business, handler, infno, msgid, fixmedins_code, envelope)
+            output = await _in_thread(business, handler, infno, msgid, key, envelope)
             body = answer(envelope, received, 0, output)
             infcode = 0
         except SettlementRefused as exc:
@@ -231,7 +249,13 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
         except RequestError as exc:
             where = f"[{exc.field}] " if exc.field else ""
             body = answer(envelope, received, -1, None, f"{where}{exc.reason}")
-        except (_AuthError, YibaoError, _Refusal) as exc:
+        except _AuthError as exc:
+            if rules_of(exc.key.admdvs if exc.key else None).auth_failure == "http401":
+                status = 401
+                body = _encode({"code": 401, "message": str(exc), "infcode": -1, "err_msg": str(exc)})
+            else:
+                body = answer(envelope, received, -1, None, str(exc))
+        except (YibaoError, _Refusal) as exc:
             body = answer(envelope, received, -1, None, str(exc))
         except Exception:
             # The HIS must always get an envelope; the defect is logged with its msgid for repair.
@@ -240,17 +264,18 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
         if log.isEnabledFor(logging.INFO):
             log.info(
                 _ENCODE_LOG(
-                    {"msgid": msgid, "infno": infno, "fixmedins_code": envelope.get("fixmedins_code"), "status": 200,
+                    {"msgid": msgid, "infno": infno, "fixmedins_code": envelope.get("fixmedins_code"), "status": status,
                      "infcode": infcode, "ms": round((time.perf_counter() - started) * 1000, 2)}
                 )
             )  # fmt: skip
-        return body
+        return status, body
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-        body = await respond(scope, receive)
-        if body is None:
+        answered = await respond(scope, receive)
+        if answered is None:
             return  # nobody to answer
-        await send({"type": "http.response.start", "status": 200,
+        status, body = answered
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-length", str(len(body)).encode()), _JSON_TYPE]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
 
@@ -262,8 +287,9 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
     @app.post(GATEWAY_PATH, description="The national request envelope in, always HTTP 200 with the national response "
               "envelope out; headers and transactions: docs/gateway.md.")  # fmt: skip
     async def call_service(request: Request) -> Response:
-        body = await respond(request.scope, request.receive)
-        return Response(body or b"", media_type="application/json")
+        answered = await respond(request.scope, request.receive)
+        status, body = answered or (200, b"")
+        return Response(body, status_code=status, media_type="application/json")
 
     return app
 
@@ -273,7 +299,11 @@ class _Refusal(Exception):
 
 
 class _AuthError(Exception):
-    """The caller could not be authenticated."""
+    """The caller could not be authenticated (``key``: the key named, when it exists)."""
+
+    def __init__(self, message: str, key: GatewayKey | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _SignInCache:
@@ -376,8 +406,8 @@ _SCHEME_NAMES = {"api": "_api_*", "tif": "x-tif-*"}
 
 def _authenticate(
     headers: list[tuple[bytes, bytes]], key_of: Callable[[str], GatewayKey | None], now_ms: int
-) -> tuple[str, str, str]:
-    """(access key, signature, the key's institution) of signature headers that verify; refuses otherwise.
+) -> tuple[str, str, GatewayKey]:
+    """(access key, signature, the key) of signature headers that verify; refuses otherwise.
 
     The scheme is the one the headers use (``x-tif-*`` or ``_api_*``), and it must be the key's."""
     fields: dict[str, str] = {}
@@ -395,19 +425,19 @@ def _authenticate(
     if key is None:
         raise _AuthError(f"鉴权失败: 未知或已停用的 {scheme.key}")
     if key.scheme != scheme.name:
-        raise _AuthError(f"鉴权失败: 该密钥须以 {_SCHEME_NAMES[key.scheme]} 请求头签名")
+        raise _AuthError(f"鉴权失败: 该密钥须以 {_SCHEME_NAMES[key.scheme]} 请求头签名", key)
     timestamp = fields[scheme.timestamp]
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) == scheme.digits):
         unit = "毫秒" if scheme.digits == 13 else "秒级"
-        raise _AuthError(f"鉴权失败: {scheme.timestamp} 须为{scheme.digits}位{unit}时间戳")
+        raise _AuthError(f"鉴权失败: {scheme.timestamp} 须为{scheme.digits}位{unit}时间戳", key)
     stamp_ms = int(timestamp) * (1 if scheme.digits == 13 else 1000)
     if abs(now_ms - stamp_ms) > REPLAY_WINDOW_MS:
-        raise _AuthError(f"鉴权失败: {scheme.timestamp} 超出允许的时间窗口 (防重放)")
+        raise _AuthError(f"鉴权失败: {scheme.timestamp} 超出允许的时间窗口 (防重放)", key)
     if not scheme.verify(key.secret, fields):
-        raise _AuthError(f"鉴权失败: {scheme.signature} 签名不符")
+        raise _AuthError(f"鉴权失败: {scheme.signature} 签名不符", key)
     # x-tif signatures are hex, compared without regard to case: one form is recorded against replay.
     given = fields[scheme.signature]
-    return fields[scheme.key], given.lower() if scheme.name == "tif" else given, key.fixmedins_code
+    return fields[scheme.key], given.lower() if scheme.name == "tif" else given, key
 
 
 _T = TypeVar("_T")

@@ -30,6 +30,7 @@ __all__ = [
     "FundRule",
     "Funding",
     "Gates",
+    "GatewayRules",
     "Layer",
     "PolicyParams",
     "Repeat",
@@ -462,6 +463,16 @@ class Security(_Frozen):
     evoucher_ttl_minutes: int = Field(default=5, ge=1, le=1440)
 
 
+class GatewayRules(_Frozen):
+    """How the national-interface gateway treats the region's institutions (provincial specs differ)."""
+
+    #: Every transaction but 9001 carries the sign_no of a 9001 sign-in (some provincial specs make it optional).
+    sign_no_required: bool = True
+    #: An authentication failure is answered as the national envelope (HTTP 200, infcode -1), or as the
+    #: provincial gateway does it: HTTP 401 with {"code": 401, "message": …}.
+    auth_failure: Literal["envelope", "http401"] = "envelope"
+
+
 class Funding(_Frozen):
     """How accounts and funds are fed (domain.md §5) and the waiting periods (§7)."""
 
@@ -488,6 +499,7 @@ class PolicyParams(_Frozen):
     """Everything a region's policy says on one date."""
 
     security: Security = Security()
+    gateway: GatewayRules = GatewayRules()
     funding: Funding = Funding()
     person_categories: Mapping[str, str]
     level_groups: Mapping[str, str]
