@@ -3,14 +3,22 @@ once, and a revoked one is refused."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
-from storage.test_api import INST, Api, api, audit_rows, problem  # noqa: F401 (api: the fixture)
+from storage.test_api import INST, Api, audit_rows, populate, problem, serving
 from storage.test_gateway_e2e import Client
 from storage.test_gateway_schemes import TifClient
 from yibao.gateway import app as gateway_app
+
+
+@pytest.fixture
+def api(db: Engine) -> Iterator[Api]:
+    with serving(db, populate(db)) as client:
+        yield client
 
 
 def _sign_in(client: Client) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from yibao.api.auth import issue_session
 from yibao.db import make_engine, upgrade
 from yibao.gateway import create_app
 from yibao.service import accounts
+from yibao.service.apikeys import issue_api_key
 from yibao.service.credentials import Credential
 from yibao.service.settlement import SettleCommand, SettlementService
 from yibao.service.uow import transact
@@ -74,11 +75,13 @@ def api_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI,
     filing = accounts.file_disease(db, psn_no="P1", dise_codg="I10", begn_date=dt.date(2025, 1, 1), clock=clock)
     create_staff(db, "admin", "correct horse battery staple", "admin", clock)
     create_staff(db, "clerk", "correct horse battery staple", "viewer", clock)
+    access_key, _secret = issue_api_key(db, INST, clock=clock)
     app = create_app(db, service)
     mount(app, db, service, clock=clock)
     known = {
         "psn_no": "P1", "setl_id": settled.setl_id, "fixmedins_code": INST, "region": "210600",
         "binding_id": binding.id, "filing_id": filing.id, "username": "clerk", "request_id": asked.id,
+        "access_key": access_key,
     }  # fmt: skip
     yield app, db, known
     db.dispose()

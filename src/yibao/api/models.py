@@ -407,8 +407,8 @@ class GatewayKeyOut(BaseModel):
     access_key: str = Field(description="_api_access_key or x-tif-paasid")
     fixmedins_code: str
     scheme: Literal["api", "tif"]
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
+    created_at: LocalTime
+    revoked_at: LocalTime | None
     secret: str | None = Field(default=None, description="Only in the answer that issues the key: keep it safe")
 
 

@@ -160,7 +160,7 @@ def register(r: Registrar) -> None:
                        op=op)  # fmt: skip
 
     @r.route("POST", "/institutions/{fixmedins_code}/gateway-keys/{access_key}/revoke", tag="institutions",
-             response_model=GatewayKeyOut, errors=(401, 403, 404, 422),
+             response_model=GatewayKeyOut, errors=(401, 403, 404, 409, 422),
              summary="Revoke a gateway key: refused by every server within 30 s (admin)")  # fmt: skip
     def revoke_gateway_key(
         fixmedins_code: InstitutionPath,
