@@ -119,6 +119,10 @@ class Catalog:
     def codes(self) -> Iterable[str]:
         return self._index.keys()
 
+    def versions(self, code: str) -> tuple[CatalogItem, ...]:
+        """Every row (dated version) the catalogue holds for ``code``, in the order loaded."""
+        return self._index.get(code, ())
+
     def lookup(self, code: str, region: str, date: dt.date) -> CatalogItem | None:
         """The item version in force for ``region`` on ``date``, most specific region first."""
         key = (code, region, date)

@@ -32,6 +32,7 @@ from yibao.gateway import GATEWAY_PATH, create_app
 from yibao.gateway.app import INTERNAL_ERROR
 from yibao.service import signatures
 from yibao.service.apikeys import issue_api_key
+from yibao.service.queries import RECENT_VISIT_DAYS
 from yibao.service.settlement import SettlementService
 from yibao.service.uow import transact
 
@@ -334,8 +335,13 @@ def test_accumulators_need_a_credential_or_a_visit_at_the_caller(servers: Server
     assert probed["infcode"] == -1 and "无权查询" in probed["err_msg"], probed
     nobody = stranger.call("5206", {"data": {"psn_no": "P404", "cum_ym": year}})
     assert nobody["err_msg"] == probed["err_msg"].replace("P1", "P404")  # existence is not revealed either
-    # The settled visit gives the hospital no standing; a new, open one does.
-    assert his.call("5206", {"data": {"psn_no": "P1", "cum_ym": year}})["infcode"] == -1
+    # A visit settled within RECENT_VISIT_DAYS still gives the hospital standing (HIS clients query 5206 with
+    # the psn_no alone while printing the settlement); one registered earlier does not; a new, open one does.
+    assert his.call("5206", {"data": {"psn_no": "P1", "cum_ym": year}})["infcode"] == 0
+    long_ago = dt.datetime.now() - dt.timedelta(days=RECENT_VISIT_DAYS + 1)
+    transact(db, lambda conn: conn.execute(S.visits.update().values(created_at=long_ago)))
+    stale = his.call("5206", {"data": {"psn_no": "P1", "cum_ym": year}})
+    assert stale["infcode"] == -1 and "无权查询" in stale["err_msg"], stale
     _visit(his)
     own = his.call("5206", {"data": {"psn_no": "P1", "cum_ym": year}})
     assert own["infcode"] == 0 and own["output"]["cuminfo"], own

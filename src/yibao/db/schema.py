@@ -409,3 +409,40 @@ binding_requests = Table(
         "status IN ('pending', 'confirmed', 'declined', 'withdrawn', 'expired')", name="status"
     ),
 )
+
+# -- clearing applications (migration 0011) -------------------------------------------------
+
+clearing_applications = Table(
+    "clearing_applications",
+    metadata,
+    # 3203 清算申请 of one institution for one period: the declared totals (fen), checked against the
+    # institution's own settlements when the application was made. ``open_key`` is set while the
+    # application stands (applied / processed) and NULL once revoked, so at most one standing
+    # application exists per institution, clearing type, clearing agency and period.
+    Column("clr_appy_evt_id", String(40), primary_key=True),
+    Column("fixmedins_code", String(20), ForeignKey("institutions.fixmedins_code"), nullable=False),
+    Column("msgid", String(40), nullable=False),
+    Column("payload_hash", String(64), nullable=False),
+    Column("clr_type", String(30), nullable=False),
+    Column("clr_way", String(30), nullable=False),
+    Column("clr_optins", String(6), nullable=False),  # "" = every insuring region
+    Column("setlym", String(6), nullable=False),  # "" when not given
+    Column("begndate", Date, nullable=False),
+    Column("enddate", Date, nullable=False),
+    Column("medfee_sumamt", BigInteger, nullable=False),
+    Column("med_sumfee", BigInteger, nullable=False),
+    Column("fund_appy_sum", BigInteger, nullable=False),
+    Column("cash_payamt", BigInteger, nullable=False),
+    Column("acct_pay", BigInteger, nullable=False),
+    Column("psntime", Integer, nullable=False),
+    Column("setl_cnt", Integer, nullable=False),  # settlement and reversal rows the totals cover
+    Column("status", String(10), nullable=False),  # applied | processed | revoked
+    Column("open_key", String(80), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("processed_at", DateTime, nullable=True),
+    Column("revoked_at", DateTime, nullable=True),
+    Column("revoke_msgid", String(40), nullable=True),
+    UniqueConstraint("fixmedins_code", "msgid", name="uq_clearing_applications_msgid"),
+    UniqueConstraint("fixmedins_code", "open_key", name="uq_clearing_applications_open_key"),
+    CheckConstraint("status IN ('applied', 'processed', 'revoked')", name="status"),
+)

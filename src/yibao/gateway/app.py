@@ -30,7 +30,6 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from sqlalchemy import Engine
 from starlette.types import Receive, Scope, Send
 
 from ..errors import RequestError, SettlementRefused, YibaoError
@@ -38,7 +37,10 @@ from ..policy import GatewayRules
 from ..service.apikeys import GatewayKey, active_key
 from ..service.settlement import SettlementService
 from ..service.signatures import accept_signature
+from ..service.uow import Engine
 from . import (
+    catalogue_queries,
+    clearing,
     filings,
     inpatient,
     person_queries,
@@ -47,8 +49,10 @@ from . import (
     rule_check,
     settlement_queries,
     signature,
+    visit_queries,
 )  # fmt: skip
 from .envelope import read_envelope, text_field
+from .openapi import GATEWAY_OPENAPI
 from .paths import CALL_SERVICE, PREFIX, route_of
 from .transactions import HANDLERS as OUTPATIENT_HANDLERS
 from .transactions import SIGN_FREE, Call, signed_in
@@ -56,6 +60,7 @@ from .transactions import SIGN_FREE, Call, signed_in
 HANDLERS = {
     **OUTPATIENT_HANDLERS, **inpatient.HANDLERS, **pharmacy.HANDLERS, **filings.HANDLERS, **rule_check.HANDLERS,
     **reconciliation.HANDLERS, **settlement_queries.HANDLERS, **person_queries.HANDLERS,
+    **catalogue_queries.HANDLERS, **clearing.HANDLERS, **visit_queries.HANDLERS,
 }  # fmt: skip
 
 __all__ = ["GATEWAY_PATH", "INTERNAL_ERROR", "SIGNIN_CACHE_SIZE", "SIGNIN_TTL_S", "create_app"]
@@ -284,8 +289,12 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
     # The same endpoint as a route of the router: in the OpenAPI document as before, a 405 to other
     # methods as before, and the answer to a POST that reaches the router without GatewayApp.__call__
     # seeing it first (the app mounted under a prefix).
-    @app.post(GATEWAY_PATH, description="The national request envelope in, always HTTP 200 with the national response "
-              "envelope out; headers and transactions: docs/gateway.md.")  # fmt: skip
+    @app.post(GATEWAY_PATH, summary="National interface (国家医保信息平台 接口规范): one envelope per transaction",
+              description="The national request envelope in (signed with the _api_* or the x-tif-* headers, as the "
+              "institution's key says), the national answer envelope out: HTTP 200 with infcode 0 or -1, success or "
+              "refusal. The same handler answers callService/{infno} and the per-transaction service paths. "
+              "Transactions, fields and worked envelopes: docs/gateway.md, docs/gateway-envelopes.md.",
+              openapi_extra=GATEWAY_OPENAPI, tags=["gateway"])  # fmt: skip
     async def call_service(request: Request) -> Response:
         answered = await respond(request.scope, request.receive)
         status, body = answered or (200, b"")

@@ -12,13 +12,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, select
-
-from ..db.schema import filings, visits
 from ..errors import RequestError
 from ..service import accounts
-from ..service import visits as visit_service
-from ..service.uow import transact
 from .inputs import Call, GatewayError, credential_of, date_of, payload_of, text_of
 
 __all__ = ["HANDLERS"]
@@ -28,31 +23,11 @@ __all__ = ["HANDLERS"]
 def _filing_person(call: Call, body: Mapping[str, Any], where: str) -> str:
     """The person a filing is for: named by a credential, or with a visit at this institution."""
     psn_no = text_of(body, "psn_no", where, required=False)
-    if text_of(body, "mdtrt_cert_type", where, required=False):
-        named = visit_service.person_of(call.db, credential_of(body), call.clock())
-        if psn_no and psn_no != named:
-            raise GatewayError("psn_no 与凭证不符")
-        return named
-    if not psn_no:
-        raise RequestError(f"{where}.psn_no", "missing required value")
-
-    def work(conn: Connection) -> bool:
-        row = conn.execute(
-            select(visits.c.mdtrt_id)
-            .where(
-                visits.c.psn_no == psn_no,
-                visits.c.fixmedins_code == call.fixmedins_code,
-                visits.c.status != "cancelled",
-            )
-            .limit(1)
-        ).first()
-        return row is not None
-
-    if not transact(call.db, work, readonly=True):
-        raise GatewayError(
-            f"本机构无参保人 {psn_no} 的就诊记录, 不能代办备案; 请同时提供参保人凭证 (mdtrt_cert_type, mdtrt_cert_no)"
-        )
-    return psn_no
+    cred = credential_of(body) if text_of(body, "mdtrt_cert_type", where, required=False) else None
+    if cred is None and not psn_no:
+        raise RequestError(f"{where}.psn_no", "缺少必填字段")
+    return accounts.filer_person(call.db, fixmedins_code=call.fixmedins_code, psn_no=psn_no or None, cred=cred,
+                                 now=call.clock())  # fmt: skip
 
 
 def _optional_date(body: Mapping[str, Any], key: str, where: str) -> dt.date | None:
@@ -124,20 +99,7 @@ def _cancel(kind: str) -> Callable[[Call], dict[str, Any]]:
         sn = text_of(body, "trt_dcla_detl_sn", where)
         if not (sn.isascii() and sn.isdigit()) or len(sn) > 18:
             raise RequestError(f"{where}.trt_dcla_detl_sn", f"不是有效的备案流水号: {sn}")
-        row = transact(
-            call.db, lambda conn: conn.execute(select(filings).where(filings.c.id == int(sn))).first(), readonly=True
-        )
-        if row is None or row.psn_no != psn_no or row.kind != kind:
-            what = "异地就医备案" if kind == "offsite" else "门诊慢特病备案"
-            raise GatewayError(f"参保人 {psn_no} 没有流水号为 {sn} 的{what}")
-        if row.status != "active":
-            raise GatewayError(f"备案 {sn} 已撤销")
-        try:
-            accounts.cancel_filing(call.db, filing_id=int(sn))
-        except RequestError as exc:
-            if exc.code == "FILING_CANCELLED":
-                raise GatewayError(f"备案 {sn} 已撤销") from None
-            raise
+        accounts.cancel_filing_of(call.db, psn_no=psn_no, filing_id=int(sn), kind=kind)
         return {"result": {"trt_dcla_detl_sn": sn, "psn_no": psn_no}}
 
     return cancel

@@ -15,16 +15,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
-
 from ..errors import RequestError, YibaoError
 from ..money import parse_fen
 from ..service.credentials import CERT_TYPES, Credential
 from ..service.settlement import SettlementService
+from ..service.uow import Engine
 
 __all__ = [
-    "Call", "GatewayError", "amount_fen", "credential_of", "date_of", "derived_id", "flag_of", "optional_credential",
-    "payload_of", "text_of",
+    "Call", "GatewayError", "amount_fen", "credential_of", "date_of", "declared_total", "derived_id", "flag_of",
+    "optional_credential", "payload_of", "text_of",
 ]  # fmt: skip
 
 #: A credential number (card number, e-voucher code, ID number): printable ASCII, bounded.
@@ -100,6 +99,14 @@ def amount_fen(value: Any, field: str) -> int:
         return parse_fen(value, allow_negative=True)
     except ValueError as exc:
         raise RequestError(field, f"不是合法金额 (最多两位小数): {str(value)[:40]}") from exc
+
+
+def declared_total(body: Mapping[str, Any], where: str) -> int | None:
+    """The ``medfee_sumamt`` an input declares for the lines it settles, in fen (None if it declares none)."""
+    declared = body.get("medfee_sumamt")
+    if declared is None or declared == "":
+        return None
+    return amount_fen(declared, f"{where}.medfee_sumamt")
 
 
 def derived_id(prefix: str, call: Call) -> str:

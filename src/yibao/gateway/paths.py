@@ -21,6 +21,10 @@ CALL_SERVICE = "/fsi/api/rsfComIfsService/callService"
 #: Per-transaction service paths as provincial gateways publish them (spelling as published,
 #: ``Settletment`` and ``Rregistration`` included: clients send exactly these).
 SERVICE_PATHS: dict[str, str] = {
+    "/fsi/api/signInSignOutService/signIn": "9001",
+    "/fsi/api/signInSignOutService/signOut": "9002",
+    "/fsi/api/catalogdownservice/downCatalog1301": "1301",
+    "/fsi/api/catalogqueryservice/queryHilist": "1312",
     "/fsi/api/fsiPsnInfoService/queryPsnInfo": "1101",
     "/fsi/api/fsiFixMedInsService/queryFixMedIns": "1201",
     "/fsi/api/fsiPsnPriorityInfoService/queryPsnPriorityInfo": "2001",

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 
 from ..api import mount
 from ..catalog import load_demo_catalog
-from ..db import make_engine
 from ..engine import Engine
 from ..policy import PolicyStore
 from ..service.admission import limit_units_of_work
 from ..service.settlement import SettlementService
+from ..service.uow import open_database
 from .app import create_app
 
 __all__ = ["build"]
@@ -41,13 +41,14 @@ def _nodelay_on_accepted_sockets() -> None:
 def build() -> FastAPI:
     """The app for ``YIBAO_DATABASE_URL`` (default: the embedded SQLite file), bundled policies and catalogue."""
     _nodelay_on_accepted_sockets()
-    db = make_engine(os.environ.get("YIBAO_DATABASE_URL") or None, pool_size=int(os.environ.get("YIBAO_POOL", "20")))
+    db = open_database(os.environ.get("YIBAO_DATABASE_URL") or None, pool_size=int(os.environ.get("YIBAO_POOL", "20")))
     # SQLite has one writer at a time: callers queue in order here rather than in its
     # busy handler, whose sleeps let late callers overtake (p99 of seconds at 32 callers).
     in_flight = os.environ.get("YIBAO_DB_IN_FLIGHT") or ("1" if db.dialect.name == "sqlite" else "")
     limit_units_of_work(db, int(in_flight) if in_flight else None)
     policies = PolicyStore.load_dir(Path(str(resources.files("yibao").joinpath("data/policies"))))
     service = SettlementService(db, Engine(policies, load_demo_catalog()), clock=dt.datetime.now)
-    app = create_app(db, service)
+    # The region whose gateway rules answer a caller that names no known key (policy gateway.auth_failure).
+    app = create_app(db, service, home_admdvs=os.environ.get("YIBAO_HOME_REGION") or None)
     mount(app, db, service, clock=dt.datetime.now)  # the /v1 resource API beside the gateway
     return app

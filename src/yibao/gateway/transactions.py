@@ -15,12 +15,14 @@ from typing import Any
 from ..errors import RequestError
 from ..money import format_fen
 from ..service import queries, registry, signins, visits
+from ..service.settlement import CIVIL_SERVANT_TYPES
 from .inputs import (
     Call,
     GatewayError,
     amount_fen,
     credential_of,
     date_of,
+    declared_total,
     derived_id,
     optional_credential,
     payload_of,
@@ -72,7 +74,7 @@ def person_info(call: Call) -> dict[str, Any]:
     return {
         "baseinfo": {
             "psn_no": p.psn_no, "psn_cert_type": "01", "certno": p.certno, "psn_name": p.name, "gend": p.gend,
-            "brdy": p.brdy.isoformat(), "age": age,
+            "naty": "", "brdy": p.brdy.isoformat(), "age": age, "exp_content": "",
         },
         "insuinfo": [
             {
@@ -81,13 +83,14 @@ def person_info(call: Call) -> dict[str, Any]:
                 "psn_insu_date": e.begn_date.isoformat(),
                 "paus_insu_date": e.pause_date.isoformat() if e.pause_date else "",
                 "balc": format_fen(balance) if e.insutype == "310" else "0.00",
+                "cvlserv_flag": "1" if e.psn_type in CIVIL_SERVANT_TYPES else "0", "emp_name": "",
             }
             for e in info.enrolments
             if e.end_date is None or e.end_date >= today
         ],
         "idetinfo": [
-            {"psn_idet_type": i.idet_type, "begntime": i.begn_date.isoformat(),
-             "endtime": i.end_date.isoformat() if i.end_date else ""}
+            {"psn_idet_type": i.idet_type, "psn_type_lv": "", "memo": "", "begntime": f"{i.begn_date} 00:00:00",
+             "endtime": f"{i.end_date} 23:59:59" if i.end_date else ""}
             for i in info.identities
         ],
     }  # fmt: skip
@@ -190,7 +193,6 @@ def revoke_fees(call: Call) -> dict[str, Any]:
 
 # -- 2206 / 2207 / 2208 outpatient settlement -----------------------------------------------
 def _settle_options(body: Mapping[str, Any]) -> visits.SettleOptions:
-    declared = body.get("medfee_sumamt")
     pin = str(body.get("pin") or "").strip() or None
     if pin is not None and len(pin) > 64:
         raise RequestError("input.data.pin", "过长")
@@ -200,16 +202,15 @@ def _settle_options(body: Mapping[str, Any]) -> visits.SettleOptions:
     return visits.SettleOptions(
         med_type=text_of(body, "med_type", "input.data", required=False, max_len=6) or None,
         acct_used_flag=acct_used_flag, pin=pin,
-        declared_total_fen=None if declared in (None, "") else amount_fen(declared, "input.data.medfee_sumamt"),
+        declared_total_fen=declared_total(body, "input.data"),
     )  # fmt: skip
 
 
 def presettle(call: Call) -> dict[str, Any]:
     body = payload_of(call.data, "data")
     mdtrt_id, psn_no = _visit_ref(body)
-    result = visits.presettle(call.db, call.service, msgid=call.msgid, fixmedins_code=call.fixmedins_code,
-                              mdtrt_id=mdtrt_id, psn_no=psn_no, options=_settle_options(body))  # fmt: skip
-    out = result.to_json(trace=False)
+    out = visits.presettle(call.db, call.service, msgid=call.msgid, fixmedins_code=call.fixmedins_code,
+                           mdtrt_id=mdtrt_id, psn_no=psn_no, options=_settle_options(body))  # fmt: skip
     return {"setlinfo": out["setlinfo"], "setldetail": out["setldetail"]}
 
 
@@ -250,7 +251,7 @@ def accumulators(call: Call) -> dict[str, Any]:
     psn_no = str(body.get("psn_no") or "").strip()
     cum_ym = str(body.get("cum_ym") or call.clock().strftime("%Y"))
     if not (cum_ym[:4].isdigit() and cum_ym[:4].isascii()):
-        raise RequestError("input.data.cum_ym", f"must start with a four-digit year (YYYY or YYYYMM): {cum_ym!r}")
+        raise RequestError("input.data.cum_ym", f"须以四位年份开头 (yyyy 或 yyyyMM): {cum_ym[:20]!r}")
     year = int(cum_ym[:4])
     insutype = str(body.get("insutype") or "310")
     credential = optional_credential(body)
@@ -258,8 +259,13 @@ def accumulators(call: Call) -> dict[str, Any]:
         call.db, call.fixmedins_code, psn_no, credential, year, insutype, call.clock()
     )
     return {
-        "cuminfo": [{"cum_type_code": r["key"], "cum": r["value"], "memo": r["meaning"], "year": year} for r in rows]
-    }
+        "cuminfo": [
+            {"insutype": insutype, "year": str(year), "cum_ym": cum_ym[:6] if len(cum_ym) >= 6 else f"{year}12",
+             "cum_type_code": queries.cum_type_code(str(r["key"])), "cum": r["value"], "memo": r["meaning"],
+             "cum_key": r["key"]}
+            for r in rows
+        ]
+    }  # fmt: skip
 
 
 HANDLERS: dict[str, Callable[[Call], dict[str, Any]]] = {

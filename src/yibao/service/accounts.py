@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from .. import ledger
 from ..db import repository as repo
@@ -32,12 +32,15 @@ from ..db.schema import (
     journal_entries,
     ledger_accounts,
     persons,
+    visits,
 )
 from ..db.schema import postings as postings_table
 from ..engine.request import MAX_FAMILY_ACCOUNTS
+from ..errors import RequestError, YibaoError
 from ..ledger import Entry, Posting
 from ..money import apply_bp, format_fen
 from ..policy import PolicyStore
+from .credentials import Credential
 from .registry import (
     BASIC_INSUTYPES,
     Clock,
@@ -57,6 +60,8 @@ from .registry import (
     policy_at,
     run,
 )
+from .uow import transact
+from .visits import person_of
 
 __all__ = [
     "BINDING_REQUEST_TTL",
@@ -66,6 +71,7 @@ __all__ = [
     "BindingRequestRecord",
     "ContributionRecord",
     "FilingRecord",
+    "FilingRefused",
     "PayoutRecord",
     "PersonBindingRequests",
     "PersonBindings",
@@ -75,12 +81,14 @@ __all__ = [
     "binding_requests_of",
     "bindings_of",
     "cancel_filing",
+    "cancel_filing_of",
     "confirm_binding_request",
     "contribute_employee",
     "contributions_of",
     "decline_binding_request",
     "file_disease",
     "file_offsite",
+    "filer_person",
     "filings_of",
     "pay_institution",
     "pay_resident_premium",
@@ -1270,6 +1278,60 @@ def filings_of(db: Db, psn_no: str, *, include_cancelled: bool = False) -> list[
         if not include_cancelled:
             query = query.where(filings.c.status == "active")
         return [_filing(r) for r in conn.execute(query.order_by(filings.c.begn_date, filings.c.id)).all()]
+
+    return run(db, work)
+
+
+class FilingRefused(YibaoError):
+    """An institution may not file, or cancel a filing, on this person's behalf."""
+
+    code = "FILING_REFUSED"
+
+
+def filer_person(
+    db: Engine, *, fixmedins_code: str, psn_no: str | None, cred: Credential | None, now: dt.datetime
+) -> str:
+    """The person an institution files for (the gateway's 2501–2504): named by a credential (and then a
+    ``psn_no`` given must be its person's), or else a ``psn_no`` with a visit at the institution."""
+    if cred is not None:
+        named = person_of(db, cred, now)
+        if psn_no and psn_no != named:
+            raise FilingRefused("psn_no 与凭证不符")
+        return named
+    assert psn_no, "a filing names its person"
+
+    def work(conn: Connection) -> bool:
+        row = conn.execute(
+            select(visits.c.mdtrt_id)
+            .where(visits.c.psn_no == psn_no, visits.c.fixmedins_code == fixmedins_code, visits.c.status != "cancelled")
+            .limit(1)
+        ).first()
+        return row is not None
+
+    if not transact(db, work, readonly=True):
+        raise FilingRefused(
+            f"本机构无参保人 {psn_no} 的就诊记录, 不能代办备案; 请同时提供参保人凭证 (mdtrt_cert_type, mdtrt_cert_no)"
+        )
+    return psn_no
+
+
+def cancel_filing_of(db: Db, *, psn_no: str, filing_id: int, kind: str) -> FilingRecord:
+    """Cancel the person's active filing ``filing_id`` of ``kind`` (offsite | disease); refused, in Chinese, when
+    the person has no such filing or it is already cancelled."""
+
+    def work(conn: Connection) -> FilingRecord:
+        row = conn.execute(select(filings).where(filings.c.id == filing_id)).first()
+        if row is None or row.psn_no != psn_no or row.kind != kind:
+            what = "异地就医备案" if kind == "offsite" else "门诊慢特病备案"
+            raise FilingRefused(f"参保人 {psn_no} 没有流水号为 {filing_id} 的{what}")
+        if row.status != "active":
+            raise FilingRefused(f"备案 {filing_id} 已撤销")
+        try:
+            return cancel_filing(conn, filing_id=filing_id)
+        except RequestError as exc:
+            if exc.code == "FILING_CANCELLED":
+                raise FilingRefused(f"备案 {filing_id} 已撤销") from None
+            raise
 
     return run(db, work)
 

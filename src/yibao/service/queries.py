@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, and_, or_, select
 
 from ..db import repository as repo
 from ..db.schema import contributions, filings, institutions, visits
@@ -38,6 +38,25 @@ COUNTER_MEANINGS = {
     "elig_amt": "年内起付线以上累计",
     "fund_amt": "年内已支付 (限额已用)",
 }
+#: 累计类别代码 (5206 cum_type_code) prefixes of each counter, as the national platform builds its codes:
+#: C 次数, Q 起付线累计, S 计算基数 (费用) 累计, D 基金支付累计; then ``_LAB`` and the rule (benefit, fund layer
+#: or cap) the counter belongs to, since the platform's rules are the region's own. Keys it does not know keep
+#: the prefix X.
+CUM_TYPE_PREFIXES = {
+    "visit_cnt": "C0000", "dedc_amt": "Q0000", "dedc_lv_amt": "Q0001", "base_amt": "S0000", "elig_amt": "S0001",
+    "fund_amt": "D0000",
+}  # fmt: skip
+
+
+def cum_type_code(key: str) -> str:
+    """The national-style 累计类别代码 of an accumulator key: ``outpatient_pooling.dedc_amt`` →
+    ``Q0000_LABoutpatient_pooling`` (docs/gateway.md, 5206)."""
+    rule, _, counter = key.partition(".")
+    return f"{CUM_TYPE_PREFIXES.get(counter, 'X0000')}_LAB{rule}"
+
+
+#: Days after a visit's registration during which the institution may still query the person by psn_no.
+RECENT_VISIT_DAYS = 7
 #: Rows returned by a list query at most.
 MAX_ROWS = 1000
 
@@ -108,7 +127,9 @@ def _entitled_person(
     conn: Connection, fixmedins_code: str, psn_no: str, credential: Credential | None, now: dt.datetime, what: str
 ) -> str:
     """The person an institution may ask about: one who shows a valid credential there now, or who has
-    an open visit (就诊登记 not yet settled or cancelled) at that institution.
+    a visit at that institution that is open (就诊登记 not yet settled or cancelled) or was registered
+    within the last :data:`RECENT_VISIT_DAYS` days and not cancelled: HIS clients query 5205/5206/5302
+    with the ``psn_no`` alone, during the visit and while printing its settlement.
 
     A bare ``psn_no`` names nobody's data to a stranger: the refusal is the same whether the person
     exists or not.
@@ -120,13 +141,15 @@ def _entitled_person(
         return found
     open_visit = conn.execute(
         select(visits.c.mdtrt_id).where(
-            visits.c.psn_no == psn_no, visits.c.fixmedins_code == fixmedins_code, visits.c.status == "open"
+            visits.c.psn_no == psn_no, visits.c.fixmedins_code == fixmedins_code,
+            or_(visits.c.status == "open", and_(visits.c.status == "settled",
+                                                visits.c.created_at >= now - dt.timedelta(days=RECENT_VISIT_DAYS))),
         ).limit(1)
-    ).first()
+    ).first()  # fmt: skip
     if not psn_no or open_visit is None:
         raise InstitutionNotEntitled(
             f"无权查询人员 {psn_no or '(空)'} 的{what}: 须出示其医保凭证 (mdtrt_cert_type, mdtrt_cert_no),"
-            " 或该人员在本机构有未结算的就诊登记"
+            f" 或该人员在本机构有未结算或 {RECENT_VISIT_DAYS} 日内的就诊登记"
         )
     return psn_no
 

@@ -114,6 +114,26 @@ class _Prepared:
     admdvs: str
     request: dict[str, Any]
     money: rows.Money
+    identity: dict[str, Any]  # the national setlinfo's person and clearing fields (:func:`_identity`)
+
+
+#: 人员类别 of civil servants (公务员), whose settlements carry cvlserv_flag 1.
+CIVIL_SERVANT_TYPES = frozenset({"1102", "1202"})
+#: 清算方式: every settlement here is computed line by line from the catalogue (按项目).
+CLR_WAY_BY_ITEM = "1"
+
+
+def _identity(cmd: SettleCommand, visit: rows.Visit, age: int) -> dict[str, Any]:
+    """The fields a national 2206/2207 (2303/2304, 2101/2102) setlinfo carries beside the amounts: who was
+    settled, with which credential, and who clears it (清算经办机构 = the agency of the institution's region)."""
+    person, enrol, inst = visit.person, visit.enrolment, visit.institution
+    assert person is not None and enrol is not None and inst is not None
+    return {
+        "psn_name": person.name, "psn_cert_type": "01", "certno": person.certno, "gend": person.gend, "naty": "",
+        "brdy": person.brdy.isoformat(), "age": age, "cvlserv_flag": "1" if enrol.psn_type in CIVIL_SERVANT_TYPES
+        else "0", "mdtrt_cert_type": cmd.credential.cert_type, "medins_setl_id": cmd.msgid[:30],
+        "clr_optins": inst.admdvs, "clr_way": CLR_WAY_BY_ITEM,
+    }  # fmt: skip
 
 
 def is_inpatient(med_type: str) -> bool:
@@ -328,7 +348,7 @@ class SettlementService:
             "accumulators": {"year": date.year, "values": {k: money.accumulators[k] for k in counters_held}},
             "accounts": {"current_year": current, "historical": historical, "family": family},
         }
-        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request), money)
+        return _Prepared(psn_no, enrol.admdvs, _fen_to_json(request), money, _identity(cmd, visit, request["age"]))
 
     def _compute(self, prepared: _Prepared) -> SettlementResult:
         return self.engine.settle(parse_request(prepared.request))
@@ -347,6 +367,22 @@ class SettlementService:
                 return _moving_money(self._compute(self._prepared(conn, cmd, lock=False)))
             except _PinRefused as refused:
                 return refused  # commit the failed-attempt count, then refuse
+
+        return _unwrap(transact(self.db, work))
+
+    def presettle_body_with(self, build: Callable[[Connection], SettleCommand]) -> dict[str, Any]:
+        """:meth:`presettle_with` answered as the national interface does: the result's JSON (no trace) with
+        the person and clearing fields of its setlinfo."""
+
+        def work(conn: Connection) -> dict[str, Any] | _PinRefused:
+            cmd = build(conn)
+            try:
+                prepared = self._prepared(conn, cmd, lock=False)
+                body = _moving_money(self._compute(prepared)).to_json(trace=False)
+            except _PinRefused as refused:
+                return refused  # commit the failed-attempt count, then refuse
+            body["setlinfo"].update(prepared.identity)
+            return body
 
         return _unwrap(transact(self.db, work))
 
@@ -408,7 +444,7 @@ class SettlementService:
             now = self.clock()
             setl_id = self.new_id()
             body = result.to_json()
-            body["setlinfo"].update(setl_id=setl_id, setl_time=now.strftime("%Y-%m-%d %H:%M:%S"))
+            body["setlinfo"].update(prepared.identity, setl_id=setl_id, setl_time=now.strftime("%Y-%m-%d %H:%M:%S"))
             entry = ledger.settlement_entry(
                 result, setl_id=setl_id, fixmedins_code=cmd.fixmedins_code, admdvs=prepared.admdvs
             )

@@ -19,15 +19,23 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from ..db import make_engine
 from .admission import limit_for
 
-__all__ = ["MAX_ATTEMPTS", "UnitOfWork", "transact"]
+# Engine: the database handle entrypoints hold and pass to the service layer (they import it from here).
+__all__ = ["MAX_ATTEMPTS", "Engine", "UnitOfWork", "open_database", "transact"]
 
 T = TypeVar("T")
 
 #: Attempts before a transient conflict is reported to the caller.
 MAX_ATTEMPTS = 12
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+
+
+def open_database(url: str | None = None, *, pool_size: int = 40) -> Engine:
+    """The database units of work run on: ``url``, else ``YIBAO_DATABASE_URL``, else the embedded SQLite file;
+    at most ``pool_size`` connections."""
+    return make_engine(url, pool_size=pool_size)
 
 
 class UnitOfWork:

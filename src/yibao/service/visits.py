@@ -24,6 +24,7 @@ from ..engine import SettlementResult
 from ..errors import YibaoError
 from ..money import format_fen, parse_fen
 from .credentials import Credential, resolve_credential
+from .fee_lines import engine_lines
 from .settlement import SettleCommand, SettlementService, StoredReply, is_inpatient
 from .uow import transact
 
@@ -34,9 +35,6 @@ __all__ = [
 
 #: Fee lines one visit may hold.
 MAX_VISIT_LINES = 20_000
-#: Fee-line fields the engine reads; the rest of a line is kept as uploaded but not passed on.
-_LINE_FIELDS = ("feedetl_sn", "med_list_codg", "hilist_code", "cnt", "pric", "det_item_fee_sumamt", "hosp_appr_flag",
-                "medins_list_name", "hilist_name", "course_day")  # fmt: skip
 
 
 class VisitRefused(YibaoError):
@@ -207,7 +205,7 @@ def _command(
     payload: dict[str, Any] = {
         "insutype": row.insutype, "med_type": options.med_type or row.med_type, "begntime": row.begntime,
         "acct_used_flag": options.acct_used_flag, "mdtrt_id": row.mdtrt_id,
-        "feedetail": [{k: v for k, v in fee.items() if k in _LINE_FIELDS} for fee in fees],
+        "feedetail": engine_lines(fees),
     }  # fmt: skip
     if row.dise_codg:
         payload["dise_codg"] = row.dise_codg
@@ -227,8 +225,9 @@ def _check_total(options: SettleOptions, setlinfo: Mapping[str, Any]) -> None:
 def presettle(
     db: Engine, service: SettlementService, *, msgid: str, fixmedins_code: str, mdtrt_id: str, psn_no: str | None,
     options: SettleOptions,
-) -> SettlementResult:  # fmt: skip
-    """2206: the settlement of the open visit's active lines, computed and not committed."""
+) -> dict[str, Any]:  # fmt: skip
+    """2206: the settlement of the open visit's active lines, computed and not committed, as the national
+    setlinfo/setldetail JSON."""
 
     def build(conn: Connection) -> SettleCommand:
         row, fees = _own_visit_and_fees(conn, fixmedins_code, mdtrt_id, psn_no)
@@ -237,9 +236,9 @@ def presettle(
             raise VisitRefused(f"就诊状态为 {row.status}, 不能预结算")
         return _command(msgid, fixmedins_code, row, options, _active(fees))
 
-    result = service.presettle_with(build)
-    _check_total(options, result.to_json(trace=False)["setlinfo"])
-    return result
+    body = service.presettle_body_with(build)
+    _check_total(options, body["setlinfo"])
+    return body
 
 
 def settle(
