@@ -139,7 +139,7 @@ def test_an_invalid_request_exits_2_naming_the_field(tmp_path: Path) -> None:
     result = invoke("settle", write(tmp_path, data))
     assert result.exit_code == 2
     err = error_of(result)
-    assert err["field"] == "feedetail[0].det_item_fee_sumamt" and "≠ pric × cnt" in err["message"]
+    assert err["field"] == "feedetail[0].det_item_fee_sumamt" and "不等于 单价 × 数量 (pric × cnt" in err["message"]
 
 
 def test_an_unknown_region_exits_2_with_its_code(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
     [
         (
             "120000-tianjin.yaml", '- {level: level_3, value: "0.80"}', '- {level: level_3, value: "1.80"}',
-            "policy.schemes.310.benefits.inpatient.fund.ratio[0]", "ratio must lie within [0, 1]",
+            "policy.schemes.310.benefits.inpatient.fund.ratio[0]", "比例须在 [0, 1] 之内",
         ),
         (
             "210600-dandong.yaml", "amount_yuan: {value: 300, reference: dandong-example}",

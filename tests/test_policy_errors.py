@@ -96,13 +96,13 @@ DEDUCTIBLE_AMOUNT = "              amount_yuan: 300\n"
 
 # (id, root text, key path, words of the reason)
 ROOT_CASES = [
-    ("ratio above 1", replaced('- "0.60"', '- "1.5"'), f"{FUND}.ratio[1]", "ratio must lie within [0, 1]"),
-    ("ratio below 0", replaced('value: "0.65"', 'value: "-0.1"'), f"{FUND}.ratio[0]", "ratio must lie within [0, 1]"),
+    ("ratio above 1", replaced('- "0.60"', '- "1.5"'), f"{FUND}.ratio[1]", "比例须在 [0, 1] 之内"),
+    ("ratio below 0", replaced('value: "0.65"', 'value: "-0.1"'), f"{FUND}.ratio[0]", "比例须在 [0, 1] 之内"),
     (
         "ratio with 5 decimals",
         replaced('- "0.60"', "- 0.60001"),
         f"{FUND}.ratio[1]",
-        "not a ratio with at most 4 decimals",
+        "不是合法比例 (至多 4 位小数)",
     ),
     (
         "unsorted band thresholds",
@@ -233,19 +233,19 @@ ROOT_CASES = [
         "amount with 3 decimals (YAML float)",
         replaced("amount_yuan: 300", "amount_yuan: 300.125"),
         f"{FUND}.deductible.amount_yuan",
-        "not an amount with at most 2 decimals",
+        "不是合法金额 (至多 14 位整数、2 位小数)",
     ),
     (
         "amount with 3 decimals (string)",
         replaced("amount_yuan: 300", "amount_yuan: '300.125'"),
         f"{FUND}.deductible.amount_yuan",
-        "not an amount with at most 2 decimals",
+        "不是合法金额 (至多 14 位整数、2 位小数)",
     ),
     (
         "negative amount",
         replaced("amount_yuan: 300", "amount_yuan: -300"),
         f"{FUND}.deductible",
-        "must not be negative",
+        "金额不能为负数",
     ),
     (
         "top_up with a per-visit deductible",

@@ -69,28 +69,28 @@ DEDC = "outpatient_pooling.dedc_amt"
 
 @pytest.mark.parametrize("data", [[], "request", 42, None], ids=["list", "string", "number", "null"])
 def test_a_request_must_be_an_object(data: Any) -> None:
-    rejected(data, "", "JSON object")
+    rejected(data, "", "JSON 对象")
 
 
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ((("feedetail",), []), "feedetail", ["non-empty list"]),
-        ((("feedetail",), {}), "feedetail", ["non-empty list"]),
-        ((("feedetail",), DELETE), "feedetail", ["non-empty list"]),
-        (((*LINE,), "line"), "feedetail[0]", ["must be an object"]),
-        ((("accumulators",), []), "accumulators", ["must be an object"]),
-        ((("accumulators", "values"), ["x"]), "accumulators.values", ["must be an object"]),
-        ((("accumulators", "extra"), 1), "accumulators.extra", ["unknown field"]),
-        ((("accounts",), ["x"]), "accounts", ["must be an object"]),
-        ((("accounts", "family"), {"psn_no": "X"}), "accounts.family", ["must be a list"]),
-        ((("accounts", "family"), [{}] * 21), "accounts.family", ["at most 20"]),
-        ((("accounts", "family"), ["x"]), "accounts.family[0]", ["must be an object"]),
-        ((("psn_idet_types",), "dibao"), "psn_idet_types", ["must be a list"]),
-        ((("filings",), "referral"), "filings", ["must be an object"]),
-        ((("filings",), {"offsite": "moon"}), "filings.offsite", ["must be one of"]),
-        ((("filings",), {"where": 1}), "filings.where", ["unknown field"]),
-        ((("filings",), {"diseases": "E11"}), "filings.diseases", ["must be a list"]),
+        ((("feedetail",), []), "feedetail", ["非空的费用明细列表"]),
+        ((("feedetail",), {}), "feedetail", ["非空的费用明细列表"]),
+        ((("feedetail",), DELETE), "feedetail", ["非空的费用明细列表"]),
+        (((*LINE,), "line"), "feedetail[0]", ["须为 JSON 对象"]),
+        ((("accumulators",), []), "accumulators", ["须为 JSON 对象"]),
+        ((("accumulators", "values"), ["x"]), "accumulators.values", ["须为 JSON 对象"]),
+        ((("accumulators", "extra"), 1), "accumulators.extra", ["未知字段"]),
+        ((("accounts",), ["x"]), "accounts", ["须为 JSON 对象"]),
+        ((("accounts", "family"), {"psn_no": "X"}), "accounts.family", ["的列表"]),
+        ((("accounts", "family"), [{}] * 21), "accounts.family", ["至多 20"]),
+        ((("accounts", "family"), ["x"]), "accounts.family[0]", ["须为 JSON 对象"]),
+        ((("psn_idet_types",), "dibao"), "psn_idet_types", ["的列表"]),
+        ((("filings",), "referral"), "filings", ["须为 JSON 对象"]),
+        ((("filings",), {"offsite": "moon"}), "filings.offsite", ["之一", "'moon'"]),
+        ((("filings",), {"where": 1}), "filings.where", ["未知字段"]),
+        ((("filings",), {"diseases": "E11"}), "filings.diseases", ["的列表"]),
     ],
 )
 def test_malformed_shapes(change: tuple[tuple[Any, ...], Any], field: str, words: list[str]) -> None:
@@ -110,7 +110,7 @@ def test_malformed_shapes(change: tuple[tuple[Any, ...], Any], field: str, words
 def test_missing_required_fields(path: tuple[Any, ...], how: Any) -> None:
     field = "feedetail[0]." + path[-1] if path[0] == "feedetail" else path[0]
     # The amount is parsed as money first, so its reason reads "not an amount" rather than "missing".
-    words = [] if path[-1] == "det_item_fee_sumamt" else ["missing required value"]
+    words = [] if path[-1] == "det_item_fee_sumamt" else ["缺少必填字段"]
     err = rejected(request((path, how)), field, *words)
     assert err.reason
 
@@ -120,8 +120,8 @@ def test_a_line_needs_a_code_or_a_class() -> None:
 
 
 def test_a_family_account_needs_its_person_and_relation() -> None:
-    rejected(request((("accounts", "family"), [{"relation": "spouse"}])), "accounts.family[0].psn_no", "missing")
-    rejected(request((("accounts", "family"), [{"psn_no": "X"}])), "accounts.family[0].relation", "missing")
+    rejected(request((("accounts", "family"), [{"relation": "spouse"}])), "accounts.family[0].psn_no", "缺少必填字段")
+    rejected(request((("accounts", "family"), [{"psn_no": "X"}])), "accounts.family[0].relation", "缺少必填字段")
 
 
 # -- amounts -------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_a_family_account_needs_its_person_and_relation() -> None:
     ],
 )  # fmt: skip
 def test_negative_amounts(path: tuple[Any, ...], value: Any, field: str) -> None:
-    rejected(request((path, value)), field, "negative")
+    rejected(request((path, value)), field, "不能为负数")
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_negative_amounts(path: tuple[Any, ...], value: Any, field: str) -> None
 )
 def test_amount_must_be_price_times_quantity(amount: str, pric: str, cnt: str) -> None:
     data = request(((*LINE, "det_item_fee_sumamt"), amount), ((*LINE, "pric"), pric), ((*LINE, "cnt"), cnt))
-    err = rejected(data, "feedetail[0].det_item_fee_sumamt", "≠ pric × cnt")
+    err = rejected(data, "feedetail[0].det_item_fee_sumamt", "不等于 单价 × 数量", "pric × cnt")
     assert pric in err.reason and cnt in err.reason
 
 
@@ -179,15 +179,15 @@ def test_float_amounts_are_rejected(path: tuple[Any, ...], value: Any, field: st
 @pytest.mark.parametrize(
     ("path", "value", "field", "word"),
     [
-        ((*LINE, "det_item_fee_sumamt"), "1000.001", "feedetail[0].det_item_fee_sumamt", "at most 2 decimals"),
+        ((*LINE, "det_item_fee_sumamt"), "1000.001", "feedetail[0].det_item_fee_sumamt", "2 位小数"),
         ((*LINE, "det_item_fee_sumamt"), True, "feedetail[0].det_item_fee_sumamt", "bool"),
-        ((*LINE, "det_item_fee_sumamt"), "1e3", "feedetail[0].det_item_fee_sumamt", "at most 2 decimals"),
-        ((*LINE, "pric"), "1000.0000001", "feedetail[0].pric", "not a valid price"),
-        ((*LINE, "cnt"), "1.00001", "feedetail[0].cnt", "not a valid quantity"),
-        ((*LINE, "cnt"), "one", "feedetail[0].cnt", "not a valid quantity"),
-        ((*LINE, "selfpay_prop"), "1.5", "feedetail[0].selfpay_prop", "[0, 1]"),
+        ((*LINE, "det_item_fee_sumamt"), "1e3", "feedetail[0].det_item_fee_sumamt", "2 位小数"),
+        ((*LINE, "pric"), "1000.0000001", "feedetail[0].pric", "不是合法的单价"),
+        ((*LINE, "cnt"), "1.00001", "feedetail[0].cnt", "不是合法的数量"),
+        ((*LINE, "cnt"), "one", "feedetail[0].cnt", "不是合法的数量"),
+        ((*LINE, "selfpay_prop"), "1.5", "feedetail[0].selfpay_prop", "须在 [0, 1] 之内"),
         ((*LINE, "selfpay_prop"), 0.1, "feedetail[0].selfpay_prop", "float"),
-        ((*LINE, "det_item_fee_sumamt"), "1" * 15, "feedetail[0].det_item_fee_sumamt", "at most 2 decimals"),
+        ((*LINE, "det_item_fee_sumamt"), "1" * 15, "feedetail[0].det_item_fee_sumamt", "2 位小数"),
     ],
 )
 def test_malformed_numbers(path: tuple[Any, ...], value: Any, field: str, word: str) -> None:
@@ -205,7 +205,7 @@ def test_unknown_region() -> None:
 @pytest.mark.parametrize("field", ["insuplc_admdvs", "mdtrtarea_admvs"])
 @pytest.mark.parametrize("value", ["21060", "2106000", "21060x"])
 def test_region_codes_have_six_digits(field: str, value: str) -> None:
-    rejected(request(((field,), value)), field, "6-digit")
+    rejected(request(((field,), value)), field, "6 位行政区划代码", repr(value))
 
 
 def test_unknown_catalogue_code() -> None:
@@ -247,21 +247,21 @@ def test_codes_the_policy_does_not_define(change: tuple[tuple[Any, ...], Any], f
 @pytest.mark.parametrize(
     ("change", "field", "word"),
     [
-        ((("gend",), "3"), "gend", "1 (男) or 2 (女)"),
-        ((("gend",), "M"), "gend", "1 (男) or 2 (女)"),
+        ((("gend",), "3"), "gend", "1 (男) 或 2 (女)"),
+        ((("gend",), "M"), "gend", "1 (男) 或 2 (女)"),
         ((("gend",), True), "gend", "bool"),
         ((("gend",), 1.0), "gend", "float"),
         ((("age",), 151), "age", "[0, 150]"),
         ((("age",), -1), "age", "[0, 150]"),
-        ((("age",), "sixty"), "age", "integer"),
-        ((("age",), 66.0), "age", "integer"),
-        ((("begntime",), "2024-13-01"), "begntime", "not a date"),
-        ((("begntime",), 20240305), "begntime", "date string"),
-        ((("acct_used_flag",), "2"), "acct_used_flag", "'0' or '1'"),
-        ((("psn_no",), "a b"), "psn_no", "not a valid code"),
+        ((("age",), "sixty"), "age", "整数"),
+        ((("age",), 66.0), "age", "整数"),
+        ((("begntime",), "2024-13-01"), "begntime", "不是合法日期"),
+        ((("begntime",), 20240305), "begntime", "日期字符串"),
+        ((("acct_used_flag",), "2"), "acct_used_flag", "须为 0 或 1"),
+        ((("psn_no",), "a b"), "psn_no", "不是合法编码"),
         (((*LINE, "chrgitm_lv"), "05"), "feedetail[0].chrgitm_lv", "05"),
         (((*LINE, "course_day"), "0"), "feedetail[0].course_day", "[1, 3660]"),
-        (((*LINE, "hilist_code"), "bad code!"), "feedetail[0].hilist_code", "not a valid code"),
+        (((*LINE, "hilist_code"), "bad code!"), "feedetail[0].hilist_code", "不是合法编码"),
     ],
 )
 def test_bad_values_name_the_field(change: tuple[tuple[Any, ...], Any], field: str, word: str) -> None:
@@ -277,18 +277,18 @@ def test_accumulators_of_another_year(year: Any) -> None:
 
 
 def test_accumulators_need_a_year() -> None:
-    rejected(request((("accumulators", "year"), DELETE)), "accumulators.year", "missing")
+    rejected(request((("accumulators", "year"), DELETE)), "accumulators.year", "缺少必填字段")
 
 
 @pytest.mark.parametrize(
     ("values", "field", "word"),
     [
-        ({"Bad Key": "1"}, "accumulators.values.Bad Key", "names look like"),
-        ({"outpatient_pooling": "1"}, "accumulators.values.outpatient_pooling", "names look like"),
+        ({"Bad Key": "1"}, "accumulators.values.Bad Key", "累计项名须形如"),
+        ({"outpatient_pooling": "1"}, "accumulators.values.outpatient_pooling", "累计项名须形如"),
         ({"outpatient_pooling.visit_cnt": 366 * 86_400 + 1}, "accumulators.values.outpatient_pooling.visit_cnt",
          "[0, 31622400]"),
-        ({"outpatient_pooling.visit_cnt": "1.5"}, "accumulators.values.outpatient_pooling.visit_cnt", "integer"),
-        ({"outpatient_pooling.dedc_amt": "3.001"}, "accumulators.values.outpatient_pooling.dedc_amt", "2 decimals"),
+        ({"outpatient_pooling.visit_cnt": "1.5"}, "accumulators.values.outpatient_pooling.visit_cnt", "整数"),
+        ({"outpatient_pooling.dedc_amt": "3.001"}, "accumulators.values.outpatient_pooling.dedc_amt", "2 位小数"),
     ],
 )
 def test_bad_accumulator_values(values: dict[str, Any], field: str, word: str) -> None:
@@ -300,7 +300,7 @@ def test_bad_accumulator_values(values: dict[str, Any], field: str, word: str) -
 
 @pytest.mark.parametrize("sn", ["1", 1, " 1 "])
 def test_duplicate_feedetl_sn(sn: Any) -> None:
-    rejected(request((("feedetail", 1, "feedetl_sn"), sn)), "feedetail[1].feedetl_sn", "duplicate '1'")
+    rejected(request((("feedetail", 1, "feedetl_sn"), sn)), "feedetail[1].feedetl_sn", "流水号重复: '1'")
 
 
 def test_lines_without_a_serial_number_are_numbered_by_position() -> None:
@@ -308,7 +308,7 @@ def test_lines_without_a_serial_number_are_numbered_by_position() -> None:
     assert [line.feedetl_sn for line in parse_request(data).lines] == ["1", "2"]
     # ... and a number given to another line may then collide with a position.
     data = request((("feedetail", 0, "feedetl_sn"), "2"), (("feedetail", 1, "feedetl_sn"), DELETE))
-    rejected(data, "feedetail[1].feedetl_sn", "duplicate")
+    rejected(data, "feedetail[1].feedetl_sn", "流水号重复")
 
 
 # -- what HIS systems send -----------------------------------------------------------

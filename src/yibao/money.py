@@ -35,33 +35,41 @@ _PADDED_RE = re.compile(r"^([+-]?\d{1,14}\.\d{2})0{1,16}$", re.ASCII)
 _RATIO_RE = re.compile(r"^[+-]?\d{1,5}(\.\d{1,4})?$", re.ASCII)
 
 
+def _shown(value: object) -> str:
+    """A value quoted for an error message, cut to a sane length."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def _as_text(value: object, what: str) -> str:
     # bool is an int subclass and float is inexact: both are refused outright.
     if isinstance(value, bool | float):
-        raise ValueError(f"{what} must be a decimal string or integer, not {type(value).__name__}")
+        raise ValueError(f"{what}须为十进制数字字符串或整数, 不能是 {type(value).__name__} 类型: {value!r}")
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, int | str):
         return str(value).strip()
-    raise ValueError(f"{what} must be a decimal string, got {type(value).__name__}")
+    raise ValueError(f"{what}须为十进制数字字符串, 不能是 {type(value).__name__} 类型: {_shown(value)}")
 
 
 def parse_fen(value: object, *, allow_negative: bool = False) -> int:
     """Parse a yuan amount (``"123.45"``, ``123``, ``Decimal``) into integer fen.
 
-    Raises ``ValueError`` with a short reason; callers add the field name.
+    Raises ``ValueError`` with a short reason in Chinese; callers add the field name.
     """
-    text = _as_text(value, "amount")
+    text = _as_text(value, "金额")
     if not _AMOUNT_RE.match(text):
         exact = _PADDED_RE.match(text)  # 19.000, as decimal JSON numbers of a wider scale arrive: exact in fen
         if exact is None:
-            raise ValueError(f"not an amount with at most 2 decimals: {value!r}")
+            raise ValueError(f"不是合法金额 (至多 14 位整数、2 位小数): {_shown(value)}")
         text = exact.group(1)
     sign = -1 if text.startswith("-") else 1
     whole, _, cents = text.lstrip("+-").partition(".")
     fen = sign * (int(whole) * 100 + int((cents + "00")[:2]))
     if fen < 0 and not allow_negative:
-        raise ValueError(f"amount must not be negative: {value!r}")
+        raise ValueError(f"金额不能为负数: {_shown(value)}")
     return fen
 
 
@@ -82,15 +90,15 @@ def parse_bp(value: object, *, signed: bool = False) -> int:
 
     Unsigned ratios must lie in [0, 1]; signed ones (point adjustments) in [-1, 1].
     """
-    text = _as_text(value, "ratio")
+    text = _as_text(value, "比例")
     if not _RATIO_RE.match(text):
-        raise ValueError(f"not a ratio with at most 4 decimals: {value!r}")
+        raise ValueError(f"不是合法比例 (至多 4 位小数): {_shown(value)}")
     sign = -1 if text.startswith("-") else 1
     whole, _, frac = text.lstrip("+-").partition(".")
     bp = sign * (int(whole) * BP_ONE + int((frac + "0000")[:4]))
     low = -BP_ONE if signed else 0
     if not low <= bp <= BP_ONE:
-        raise ValueError(f"ratio must lie within [{'-1' if signed else '0'}, 1]: {value!r}")
+        raise ValueError(f"比例须在 [{'-1' if signed else '0'}, 1] 之内: {_shown(value)}")
     return bp
 
 

@@ -399,8 +399,11 @@ class _Builder:
         self.serial += 1
         spec.psn_no = f"{DEMO_REGION}00{self.serial:08d}"
         conn = self.conn
+        # 民族: Dandong's people are mostly 汉族, with 满族 (11) and 朝鲜族 (10) communities.
+        naty = "11" if self.serial % 5 == 0 else "10" if self.serial % 17 == 0 else "01"
         reg.register_person(
-            conn, psn_no=spec.psn_no, name=spec.name, certno=self.certno(spec), admdvs=DEMO_REGION, clock=self.clock
+            conn, psn_no=spec.psn_no, name=spec.name, certno=self.certno(spec), admdvs=DEMO_REGION, clock=self.clock,
+            naty=naty,
         )
         begn, applied = self.enrolment_dates(spec)
         reg.enrol(

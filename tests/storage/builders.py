@@ -50,7 +50,7 @@ def institution(
 def person(
     conn: Connection, psn_no: str, *, admdvs: str = "210600", insutype: str = "310", psn_type: str = "1201",
     birth: dt.date = dt.date(1958, 5, 1), gend: str = "1", balance_fen: int = 0, card: str | None = None,
-    pin_must_change: bool = False,
+    pin_must_change: bool = False, naty: str | None = None, emp_name: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A person with an enrolment, a card (number = psn_no unless given), a PIN and a balance."""
     region(conn, admdvs)
@@ -58,12 +58,13 @@ def person(
     conn.execute(
         insert(S.persons).values(
             psn_no=psn_no, name=f"参保人{psn_no}", certno=certno(admdvs, birth, seq, gend), gend=gend, brdy=birth,
-            admdvs=admdvs,
+            admdvs=admdvs, naty=naty,
         )
     )  # fmt: skip
     conn.execute(
         insert(S.enrolments).values(
-            psn_no=psn_no, insutype=insutype, psn_type=psn_type, admdvs=admdvs, begn_date=dt.date(2015, 1, 1)
+            psn_no=psn_no, insutype=insutype, psn_type=psn_type, admdvs=admdvs, begn_date=dt.date(2015, 1, 1),
+            emp_name=emp_name,
         )
     )
     number = card or f"C{psn_no}"

@@ -11,8 +11,10 @@ from storage import builders as b
 from storage.test_gateway_e2e import INST, _client
 from storage.test_gateway_e2e import server as server  # the fixture
 from yibao.service.queries import cum_type_code
+from yibao.service.uow import transact
 
 CRED = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "CP1", "card_sn": "SNP1"}
+CRED9 = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "CP9", "card_sn": "SNP9"}
 
 
 def test_settlement_answers_carry_the_national_person_and_clearing_fields(server: tuple[str, Engine]) -> None:
@@ -96,3 +98,42 @@ def test_the_openapi_document_describes_the_gateway(server: tuple[str, Engine]) 
     assert {"infno", "msgid", "fixmedins_code", "input"} <= set(request["required"])
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert answer["properties"]["inf_refmsgid"]["minLength"] == 30 and "401" in operation["responses"]
+
+
+def test_nationality_and_employer_are_answered_where_recorded(server: tuple[str, Engine]) -> None:
+    """民族 (naty) and 单位名称 (emp_name), where the registry holds them: 1101, 2207 and 5201 carry them."""
+    base, db = server
+    transact(db, lambda conn: b.person(conn, "P9", balance_fen=1000, naty="11", emp_name="丹东市第一机床厂"))
+    his = _client(db, base)
+    his.sign_no = his.call("9001", {"signIn": {"opter": "001"}})["output"]["signinoutb"]["sign_no"]
+    info = his.call("1101", {"data": CRED9})["output"]
+    assert info["baseinfo"]["naty"] == "11" and info["insuinfo"][0]["emp_name"] == "丹东市第一机床厂", info
+    today = dt.date.today().isoformat()
+    reg = his.call("2201", {"data": {**CRED9, "insutype": "310", "begntime": f"{today} 11:00:00"}})
+    mdtrt_id = reg["output"]["data"]["mdtrt_id"]
+    fee = {"feedetl_sn": "1", "mdtrt_id": mdtrt_id, "med_list_codg": "001102000050000", "cnt": "1", "pric": "20",
+           "det_item_fee_sumamt": "20"}  # fmt: skip
+    assert his.call("2204", {"feedetail": [fee]})["infcode"] == 0
+    done = his.call("2207", {"data": {"psn_no": "P9", "mdtrt_id": mdtrt_id}})
+    assert done["infcode"] == 0 and done["output"]["setlinfo"]["naty"] == "11", done
+    visits = his.call("5201", {"data": {"psn_no": "P9", "begntime": f"{today} 00:00:00",
+                                        "endtime": f"{today} 23:59:59"}})  # fmt: skip
+    assert visits["infcode"] == 0, visits
+    row = visits["output"]["mdtrtinfo"][0]
+    assert (row["naty"], row["emp_name"]) == ("11", "丹东市第一机床厂"), row
+
+
+def test_registration_checks_the_nationality_code(db: Engine) -> None:
+    import pytest
+
+    from yibao.errors import RequestError
+    from yibao.service import registry
+
+    transact(db, lambda conn: b.region(conn))
+    with pytest.raises(RequestError) as refused:
+        registry.register_person(db, psn_no="PX", name="某", certno=b.certno("210600", dt.date(1990, 1, 1), 7, "1"),
+                                 admdvs="210600", clock=dt.datetime.now, naty="57")  # fmt: skip
+    assert refused.value.field == "naty" and "GB/T 3304" in refused.value.reason
+    done = registry.register_person(db, psn_no="PX", name="某", certno=b.certno("210600", dt.date(1990, 1, 1), 7, "1"),
+                                    admdvs="210600", clock=dt.datetime.now, naty="98")  # fmt: skip
+    assert done.naty == "98" and registry.nationalities()["98"] == "外国血统中国籍人士"

@@ -54,6 +54,15 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
+def _institution(conn: Connection, fixmedins_code: str) -> Any:
+    """The registered institution, or a 404 problem."""
+    row = repo.get_institution(conn, fixmedins_code)
+    if row is None:
+        raise ApiError(404, "INSTITUTION_UNKNOWN", f"institution {fixmedins_code} is not registered",
+                       field="fixmedins_code")  # fmt: skip
+    return row
+
+
 def register(r: Registrar) -> None:
     ctx = r.ctx
     CallerDep = Annotated[Caller, Depends(r.caller)]
@@ -84,11 +93,7 @@ def register(r: Registrar) -> None:
     @r.route("GET", "/institutions/{fixmedins_code}", tag="institutions", response_model=InstitutionOut,
              errors=(401, 404, 422), summary="One institution")  # fmt: skip
     def get_institution(fixmedins_code: InstitutionPath, caller: CallerDep) -> InstitutionOut:
-        row = ctx.read(lambda conn: repo.get_institution(conn, fixmedins_code))
-        if row is None:
-            raise ApiError(404, "INSTITUTION_UNKNOWN", f"institution {fixmedins_code} is not registered",
-                           field="fixmedins_code")  # fmt: skip
-        return institution_out(row)
+        return institution_out(ctx.read(lambda conn: _institution(conn, fixmedins_code)))
 
     @r.route("POST", "/institutions/{fixmedins_code}/designation", tag="institutions", response_model=InstitutionOut,
              errors=(400, 401, 403, 404, 409, 422), summary="Grant or withdraw designation (定点) (admin)")  # fmt: skip
@@ -102,10 +107,7 @@ def register(r: Registrar) -> None:
         refuse(caller, role="admin")
 
         def op(conn: Connection) -> Change:
-            row = repo.get_institution(conn, fixmedins_code)
-            if row is None:
-                raise ApiError(404, "INSTITUTION_UNKNOWN", f"institution {fixmedins_code} is not registered",
-                               field="fixmedins_code")  # fmt: skip
+            row = _institution(conn, fixmedins_code)
             before = institution_out(row).model_dump(include={"designated", "valid_from", "valid_to"})
             done = registry.set_designation(conn, fixmedins_code=fixmedins_code, designated=body.designated,
                                             valid_from=body.valid_from, valid_to=body.valid_to)  # fmt: skip
@@ -120,11 +122,6 @@ def register(r: Registrar) -> None:
     def _key_out(record: apikeys.KeyRecord) -> GatewayKeyOut:
         return GatewayKeyOut(**record._asdict())
 
-    def _known_institution(conn: Connection, fixmedins_code: str) -> None:
-        if repo.get_institution(conn, fixmedins_code) is None:
-            raise ApiError(404, "INSTITUTION_UNKNOWN", f"institution {fixmedins_code} is not registered",
-                           field="fixmedins_code")  # fmt: skip
-
     @r.route("GET", "/institutions/{fixmedins_code}/gateway-keys", tag="institutions",
              response_model=list[GatewayKeyOut], errors=(401, 403, 404, 422),
              summary="An institution's gateway keys, newest first, without secrets (admin)")  # fmt: skip
@@ -132,7 +129,7 @@ def register(r: Registrar) -> None:
         refuse(caller, role="admin")
 
         def read(conn: Connection) -> list[apikeys.KeyRecord]:
-            _known_institution(conn, fixmedins_code)
+            _institution(conn, fixmedins_code)
             return apikeys.keys_of(conn, fixmedins_code)
 
         return [_key_out(record) for record in ctx.read(read)]
@@ -150,7 +147,7 @@ def register(r: Registrar) -> None:
         refuse(caller, role="admin")
 
         def op(conn: Connection) -> Change:
-            _known_institution(conn, fixmedins_code)
+            _institution(conn, fixmedins_code)
             record = apikeys.issue_key_in(conn, fixmedins_code, now=ctx.clock(), scheme=body.scheme)
             audited = {"access_key": record.access_key, "scheme": record.scheme}  # never the secret
             return Change(201, _key_out(record), "gateway_key.issue", f"institution:{fixmedins_code}",

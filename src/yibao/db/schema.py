@@ -79,6 +79,7 @@ persons = Table(
     Column("suspended_from", Date, nullable=True),
     Column("suspended_to", Date, nullable=True),
     Column("suspension_reason", String(200), nullable=True),
+    Column("naty", String(3), nullable=True),  # 民族, GB/T 3304 (01 汉族 …); NULL = not recorded
     CheckConstraint("gend IN ('1', '2')", name="gend"),
 )
 
@@ -94,6 +95,7 @@ enrolments = Table(
     Column("pause_date", Date, nullable=True),
     Column("end_date", Date, nullable=True),
     Column("waiting_until", Date, nullable=True),  # 等待期: benefits start after this date
+    Column("emp_name", String(200), nullable=True),  # 单位名称 (employee schemes); NULL = not recorded
 )
 
 identities = Table(

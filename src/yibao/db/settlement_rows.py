@@ -68,6 +68,7 @@ class Person(NamedTuple):
     suspension_reason: str | None
     name: str = ""  # 人员姓名
     certno: str = ""  # 证件号码 (居民身份证)
+    naty: str = ""  # 民族 (GB/T 3304), "" when not recorded
 
 
 class Enrolment(NamedTuple):
@@ -141,7 +142,7 @@ _VISIT = (
     "SELECT p.psn_no, p.gend, p.brdy, p.admdvs, p.suspended_from, p.suspended_to, p.suspension_reason,"
     " e.psn_type, e.admdvs, e.pause_date, e.waiting_until,"
     " i.fixmedins_code, i.name, i.kind, i.hosp_lv, i.admdvs, i.designated, i.valid_from, i.valid_to, i.networked,"
-    " i.pin_by_terminal, p.name, p.certno"
+    " i.pin_by_terminal, p.name, p.certno, p.naty"
     " FROM (SELECT 1 AS one) k"
     " LEFT JOIN persons p ON p.psn_no = ?"
     " LEFT JOIN enrolments e ON e.id = (SELECT id FROM enrolments WHERE psn_no = ? AND insutype = ?"
@@ -272,7 +273,7 @@ def _visit(psn_no: str, fixmedins_code: str, insutype: str, main: list[Any], sid
     r = main[0]
     person = enrolment = institution = None
     if r[0] is not None:
-        person = Person(r[0], r[1], _date(r[2]), r[3], as_date(r[4]), as_date(r[5]), r[6], r[21], r[22])
+        person = Person(r[0], r[1], _date(r[2]), r[3], as_date(r[4]), as_date(r[5]), r[6], r[21], r[22], r[23] or "")
     if r[7] is not None:
         enrolment = Enrolment(r[7], r[8], as_date(r[9]), as_date(r[10]))
     if r[11] is not None:

@@ -115,18 +115,26 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _shown(value: Any) -> str:
+    """A value quoted for an error message, cut to a sane length."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def _code(data: Mapping[str, Any], key: str, *, field: str | None = None, required: bool = True) -> str | None:
     value = data.get(key)
     name = field or key
     if _blank(value):
         if required:
-            raise RequestError(name, "missing required value")
+            raise RequestError(name, "缺少必填字段")
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise RequestError(name, f"must be a code string, got {type(value).__name__}")
+        raise RequestError(name, f"须为编码字符串, 不能是 {type(value).__name__} 类型: {_shown(value)}")
     text = str(value).strip()
     if not _CODE_RE.match(text):
-        raise RequestError(name, f"not a valid code: {text!r}")
+        raise RequestError(name, f"不是合法编码 (1–50 位半角字母、数字或 . _ -): {text[:40]!r}")
     return text
 
 
@@ -134,32 +142,35 @@ def _region(data: Mapping[str, Any], key: str) -> str:
     text = _code(data, key)
     assert text is not None
     if not _REGION_RE.match(text):
-        raise RequestError(key, f"must be a 6-digit 行政区划 code, got {text!r}")
+        raise RequestError(key, f"须为 6 位行政区划代码, 收到 {text[:40]!r}")
     return text
 
 
 def _amount(value: Any, field: str) -> int:
     if _blank(value):
-        raise RequestError(field, "missing required value")
+        raise RequestError(field, "缺少必填字段")
     try:
         fen = parse_fen(value)
     except ValueError as exc:
         raise RequestError(field, str(exc)) from None
     if fen > MAX_AMOUNT_FEN:
-        raise RequestError(field, "amount too large")
+        raise RequestError(field, f"金额过大 (至多 {format_fen(MAX_AMOUNT_FEN)} 元): {_shown(value)}")
     return fen
 
 
 def _date(value: Any, field: str) -> dt.date:
     if _blank(value):
-        raise RequestError(field, "missing required value")
+        raise RequestError(field, "缺少必填字段")
     if not isinstance(value, str):
-        raise RequestError(field, "must be a date string 'yyyy-MM-dd' or 'yyyy-MM-dd HH:mm:ss'")
+        raise RequestError(
+            field,
+            f"须为日期字符串 (yyyy-MM-dd 或 yyyy-MM-dd HH:mm:ss), 不能是 {type(value).__name__} 类型: {_shown(value)}",
+        )
     text = value.strip()
     try:
         return dt.date.fromisoformat(text[:10]) if len(text) in (10, 19) else dt.date.fromisoformat(text)
     except ValueError:
-        raise RequestError(field, f"not a date: {text!r}") from None
+        raise RequestError(field, f"不是合法日期 (yyyy-MM-dd 或 yyyy-MM-dd HH:mm:ss): {text[:40]!r}") from None
 
 
 def _flag(value: Any, field: str) -> bool:
@@ -167,34 +178,37 @@ def _flag(value: Any, field: str) -> bool:
         return False
     text = str(value).strip()
     if text not in ("0", "1"):
-        raise RequestError(field, f"must be '0' or '1', got {text!r}")
+        raise RequestError(field, f"须为 0 或 1, 收到 {text[:40]!r}")
     return text == "1"
 
 
 def _int(value: Any, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or _blank(value):
-        raise RequestError(field, "missing required value" if _blank(value) else "must be an integer")
+        raise RequestError(
+            field, "缺少必填字段" if _blank(value) else f"须为整数, 不能是 {type(value).__name__} 类型: {value!r}"
+        )
     if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
         value = int(value.strip())
     if not isinstance(value, int):
-        raise RequestError(field, f"must be an integer, got {value!r}")
+        raise RequestError(field, f"须为整数, 收到 {_shown(value)}")
     if not low <= value <= high:
-        raise RequestError(field, f"must lie within [{low}, {high}], got {value}")
+        raise RequestError(field, f"须在 [{low}, {high}] 之内, 收到 {value}")
     return value
 
 
-def _decimal_text(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+def _decimal_text(value: Any, field: str, pattern: re.Pattern[str], what: str, shape: str) -> str:
+    """``what``: the field's Chinese name (单价); ``shape``: the digits it allows, for the message."""
     if isinstance(value, bool | float):
-        raise RequestError(field, f"{what} must be a decimal string or integer, not {type(value).__name__}")
+        raise RequestError(field, f"{what}须为十进制数字字符串或整数, 不能是 {type(value).__name__} 类型: {value!r}")
     if _blank(value):
-        raise RequestError(field, "missing required value")
+        raise RequestError(field, "缺少必填字段")
     if not isinstance(value, str | int):
-        raise RequestError(field, f"{what} must be a decimal string")
+        raise RequestError(field, f"{what}须为十进制数字字符串, 不能是 {type(value).__name__} 类型: {_shown(value)}")
     text = str(value).strip()
     if text.startswith("-"):
-        raise RequestError(field, f"{what} must not be negative: {text}")
+        raise RequestError(field, f"{what}不能为负数: {text[:40]!r}")
     if not pattern.match(text):
-        raise RequestError(field, f"not a valid {what}: {text!r}")
+        raise RequestError(field, f"不是合法的{what} ({shape}): {text[:40]!r}")
     return text
 
 
@@ -259,31 +273,34 @@ def _line(raw: Any, index: int) -> FeeLine:
 def _checked_line(raw: Any, index: int) -> FeeLine:
     at = f"feedetail[{index}]"
     if not isinstance(raw, Mapping):
-        raise RequestError(at, "each fee line must be an object")
+        raise RequestError(at, "每条费用明细须为 JSON 对象")
     code = _code(raw, "hilist_code", field=f"{at}.hilist_code", required=False)
     if code is None:
         code = _code(raw, "med_list_codg", field=f"{at}.med_list_codg", required=False)
-    pric = _decimal_text(raw.get("pric"), f"{at}.pric", _PRICE_RE, "price")
-    cnt = _decimal_text(raw.get("cnt"), f"{at}.cnt", _COUNT_RE, "quantity")
+    pric = _decimal_text(raw.get("pric"), f"{at}.pric", _PRICE_RE, "单价", "至多 14 位整数、6 位小数")
+    cnt = _decimal_text(raw.get("cnt"), f"{at}.cnt", _COUNT_RE, "数量", "至多 10 位整数、4 位小数")
     amount = _amount(raw.get("det_item_fee_sumamt"), f"{at}.det_item_fee_sumamt")
     # price has 6 decimals, quantity 4: the product is in 1e-10 yuan; fen is 1e-2 yuan.
     pric_micro, cnt_units = _scaled(pric, 6), _scaled(cnt, 4)
     if pric_micro > MAX_PRICE_MICRO:
-        raise RequestError(f"{at}.pric", f"unit price above {MAX_PRICE_MICRO // 10**6} yuan: {pric}")
+        raise RequestError(f"{at}.pric", f"单价超过上限 {MAX_PRICE_MICRO // 10**6} 元: {pric[:40]!r}")
     if cnt_units > MAX_COUNT_UNITS:
-        raise RequestError(f"{at}.cnt", f"quantity above {MAX_COUNT_UNITS // 10**4}: {cnt}")
+        raise RequestError(f"{at}.cnt", f"数量超过上限 {MAX_COUNT_UNITS // 10**4}: {cnt[:40]!r}")
     if amount > MAX_LINE_FEN:
-        raise RequestError(f"{at}.det_item_fee_sumamt", f"line amount above {MAX_LINE_FEN // 100} yuan")
+        raise RequestError(
+            f"{at}.det_item_fee_sumamt", f"明细项目费用总额超过上限 {MAX_LINE_FEN // 100} 元: {format_fen(amount)}"
+        )
     product = pric_micro * cnt_units
     expected = (2 * product + 10**8) // (2 * 10**8)
     if expected != amount:
         raise RequestError(
             f"{at}.det_item_fee_sumamt",
-            f"{raw.get('det_item_fee_sumamt')} ≠ pric × cnt = {pric} × {cnt} (expected {format_fen(expected)})",
+            f"明细项目费用总额 {_shown(raw.get('det_item_fee_sumamt'))} 不等于 单价 × 数量 "
+            f"(pric × cnt = {pric} × {cnt}), 应为 {format_fen(expected)}",
         )
     lv = _code(raw, "chrgitm_lv", field=f"{at}.chrgitm_lv", required=False)
     if lv is not None and lv not in ("01", "02", "03", "04"):
-        raise RequestError(f"{at}.chrgitm_lv", f"must be 01 甲类, 02 乙类, 03 丙类 or 04, got {lv!r}")
+        raise RequestError(f"{at}.chrgitm_lv", f"须为 01 (甲类), 02 (乙类), 03 (丙类) 或 04 (可报丙类), 收到 {lv!r}")
     prop: int | None = None
     if not _blank(raw.get("selfpay_prop")):
         try:
@@ -292,7 +309,7 @@ def _checked_line(raw: Any, index: int) -> FeeLine:
             raise RequestError(f"{at}.selfpay_prop", str(exc)) from None
     cap = None if _blank(raw.get("pric_uplmt_amt")) else _amount(raw["pric_uplmt_amt"], f"{at}.pric_uplmt_amt")
     if code is None and lv is None:
-        raise RequestError(f"{at}.hilist_code", "give a catalogue code (hilist_code) or the line's chrgitm_lv")
+        raise RequestError(f"{at}.hilist_code", "须填写医保目录编码 (hilist_code) 或该明细的收费项目等级 (chrgitm_lv)")
     course = raw.get("course_day")
     sn = raw.get("feedetl_sn")
     appr = raw.get("hosp_appr_flag")
@@ -319,23 +336,25 @@ def _accumulators(raw: Any, year: int) -> dict[str, int]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise RequestError("accumulators", "must be an object {year, values}")
+        raise RequestError("accumulators", "须为 JSON 对象 {year, values}")
     unknown = sorted(set(raw) - {"year", "values"})
     if unknown:
-        raise RequestError(f"accumulators.{unknown[0]}", "unknown field (allowed: year, values)")
+        raise RequestError(f"accumulators.{unknown[0]}", "未知字段 (只允许 year, values)")
     acc_year = _int(raw.get("year"), "accumulators.year", 1990, 2200)
     if acc_year != year:
-        raise RequestError("accumulators.year", f"is {acc_year}, but the service date is in {year}")
+        raise RequestError("accumulators.year", f"累计年度为 {acc_year}, 但就诊日期 (begntime) 在 {year} 年")
     values = raw.get("values") or {}
     if not isinstance(values, Mapping):
-        raise RequestError("accumulators.values", "must be an object of name -> amount or count")
+        raise RequestError("accumulators.values", "须为 JSON 对象 {累计项名: 金额或次数}")
     if len(values) > MAX_ACCUMULATORS:
-        raise RequestError("accumulators.values", f"more than {MAX_ACCUMULATORS} entries")
+        raise RequestError("accumulators.values", f"累计项超过 {MAX_ACCUMULATORS} 个")
     out: dict[str, int] = {}
     for key, value in values.items():
         field = f"accumulators.values.{key}"
         if not isinstance(key, str) or not _ACC_KEY_RE.match(key):
-            raise RequestError(field, "names look like '<rule>.<counter>_amt' or '<rule>.visit_cnt'")
+            raise RequestError(
+                field, "累计项名须形如 '<规则>.<计数项>_amt' 或 '<规则>.visit_cnt' (小写字母、数字、下划线)"
+            )
         out[key] = _int(value, field, 0, MAX_YEAR_COUNT) if key.endswith("_cnt") else _amount(value, field)
     return out
 
@@ -350,69 +369,71 @@ def _visit(raw: Any) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise RequestError("visit", "must be an object {continues, dedc_paid}")
+        raise RequestError("visit", "须为 JSON 对象 {continues, dedc_paid}")
     unknown = sorted(set(raw) - {"continues", "dedc_paid"})
     if unknown:
-        raise RequestError(f"visit.{unknown[0]}", "unknown field (allowed: continues, dedc_paid)")
+        raise RequestError(f"visit.{unknown[0]}", "未知字段 (只允许 continues, dedc_paid)")
     continues = raw.get("continues", False)
     if not isinstance(continues, bool):
-        raise RequestError("visit.continues", "must be true or false")
+        raise RequestError("visit.continues", f"须为 true 或 false, 收到 {_shown(continues)}")
     paid = 0 if _blank(raw.get("dedc_paid")) else _amount(raw["dedc_paid"], "visit.dedc_paid")
     if paid and not continues:
-        raise RequestError("visit.dedc_paid", "only a continued visit has a deductible already borne")
+        raise RequestError("visit.dedc_paid", "只有延续的就诊 (continues 为 true) 才有已承担的起付线金额")
     return {"continues_visit": continues, "visit_dedc_paid_fen": paid}
 
 
 def parse_request(data: Any) -> SettlementRequest:
     """Validate a decoded JSON request; raises :class:`RequestError` naming the field."""
     if not isinstance(data, Mapping):
-        raise RequestError("", "the request must be a JSON object")
+        raise RequestError("", "请求须为 JSON 对象")
     date = _date(data.get("begntime"), "begntime")
     gend = _code(data, "gend")
     if gend not in ("1", "2"):
-        raise RequestError("gend", f"must be 1 (男) or 2 (女), got {gend!r}")
+        raise RequestError("gend", f"须为 1 (男) 或 2 (女), 收到 {gend!r}")
     raw_lines = data.get("feedetail")
     if not isinstance(raw_lines, list) or not raw_lines:
-        raise RequestError("feedetail", "must be a non-empty list of fee lines")
+        raise RequestError("feedetail", "须为非空的费用明细列表")
     if len(raw_lines) > MAX_LINES:
-        raise RequestError("feedetail", f"more than {MAX_LINES} lines")
+        raise RequestError("feedetail", f"费用明细超过 {MAX_LINES} 条")
     lines = tuple(_line(raw, i) for i, raw in enumerate(raw_lines))
     seen_sn: set[str] = set()
     for line in lines:
         if line.feedetl_sn in seen_sn:
-            raise RequestError(f"feedetail[{line.position}].feedetl_sn", f"duplicate {line.feedetl_sn!r}")
+            raise RequestError(
+                f"feedetail[{line.position}].feedetl_sn", f"费用明细流水号重复: {line.feedetl_sn[:40]!r}"
+            )
         seen_sn.add(line.feedetl_sn)
     identities = data.get("psn_idet_types") or []
     if not isinstance(identities, list) or not all(isinstance(i, str) for i in identities):
-        raise RequestError("psn_idet_types", "must be a list of identity names")
+        raise RequestError("psn_idet_types", "须为人员身份名称 (字符串) 的列表")
     filings = data.get("filings") or {}
     if not isinstance(filings, Mapping):
-        raise RequestError("filings", "must be an object {offsite, diseases}")
+        raise RequestError("filings", "须为 JSON 对象 {offsite, diseases}")
     unknown = sorted(set(filings) - {"offsite", "diseases"})
     if unknown:
-        raise RequestError(f"filings.{unknown[0]}", "unknown field (allowed: offsite, diseases)")
+        raise RequestError(f"filings.{unknown[0]}", "未知字段 (只允许 offsite, diseases)")
     offsite = filings.get("offsite")
     if _blank(offsite):
         offsite = None
     elif offsite not in _OFFSITE_TYPES:
-        raise RequestError("filings.offsite", f"must be one of {', '.join(_OFFSITE_TYPES)}, got {offsite!r}")
+        raise RequestError("filings.offsite", f"须为 {', '.join(_OFFSITE_TYPES)} 之一, 收到 {_shown(offsite)}")
     diseases = filings.get("diseases") or []
     if not isinstance(diseases, list) or not all(isinstance(d, str) for d in diseases):
-        raise RequestError("filings.diseases", "must be a list of disease codes")
+        raise RequestError("filings.diseases", "须为病种编码 (字符串) 的列表")
     accounts = data.get("accounts")
     accounts = {} if accounts is None else accounts
     if not isinstance(accounts, Mapping):
-        raise RequestError("accounts", "must be an object {current_year, historical, family}")
+        raise RequestError("accounts", "须为 JSON 对象 {current_year, historical, family}")
     current, historical = _balances(accounts, "accounts")
     family_raw = accounts.get("family")
     family_raw = [] if family_raw is None else family_raw
     if not isinstance(family_raw, list) or len(family_raw) > MAX_FAMILY_ACCOUNTS:
-        raise RequestError("accounts.family", f"must be a list of at most {MAX_FAMILY_ACCOUNTS} accounts")
+        raise RequestError("accounts.family", f"须为至多 {MAX_FAMILY_ACCOUNTS} 个共济账户的列表")
     family = []
     for i, rel in enumerate(family_raw):
         at = f"accounts.family[{i}]"
         if not isinstance(rel, Mapping):
-            raise RequestError(at, "must be an object")
+            raise RequestError(at, "须为 JSON 对象")
         cur, hist = _balances(rel, at)
         psn = _code(rel, "psn_no", field=f"{at}.psn_no")
         relation = _code(rel, "relation", field=f"{at}.relation")

@@ -108,10 +108,10 @@ def settle(store: PolicyStore, catalog: Catalog, req: SettlementRequest) -> Sett
         raise RequestError("psn_type", f"参保地政策未定义人员类别 {req.psn_type}", code="UNKNOWN_CODE")
     level = params.level_groups.get(req.hosp_lv)
     if level is None:
-        raise RequestError("hosp_lv", f"unknown hosp_lv {req.hosp_lv}", code="UNKNOWN_CODE")
+        raise RequestError("hosp_lv", f"参保地政策未定义医疗机构等级 {req.hosp_lv}", code="UNKNOWN_CODE")
     if req.identities and not req.identities.issubset(params.identities):
         unknown_ids = sorted(req.identities.difference(params.identities))
-        raise RequestError("psn_idet_types", f"unknown identity {unknown_ids[0]!r}", code="UNKNOWN_CODE")
+        raise RequestError("psn_idet_types", f"参保地政策未定义人员身份 {unknown_ids[0][:40]!r}", code="UNKNOWN_CODE")
     local = store.find_region(req.mdtrtarea_admvs) == policy.region
     offsite = "local" if local else (req.offsite_filing or "unfiled")
     facts = Facts(

@@ -182,7 +182,7 @@ def create_app(db: Engine, service: SettlementService, *, clock: Callable[[], dt
                 signins.remember(sign_no, fixmedins_code, generation)
         data = envelope.get("input") or {}
         if not isinstance(data, dict):
-            raise RequestError("input", "must be an object")
+            raise RequestError("input", "须为 JSON 对象")
         try:
             return handler(Call(db, service, clock, infno, msgid, fixmedins_code, envelope, data))
         finally:

@@ -74,7 +74,7 @@ def person_info(call: Call) -> dict[str, Any]:
     return {
         "baseinfo": {
             "psn_no": p.psn_no, "psn_cert_type": "01", "certno": p.certno, "psn_name": p.name, "gend": p.gend,
-            "naty": "", "brdy": p.brdy.isoformat(), "age": age, "exp_content": "",
+            "naty": p.naty or "", "brdy": p.brdy.isoformat(), "age": age, "exp_content": "",
         },
         "insuinfo": [
             {
@@ -83,7 +83,7 @@ def person_info(call: Call) -> dict[str, Any]:
                 "psn_insu_date": e.begn_date.isoformat(),
                 "paus_insu_date": e.pause_date.isoformat() if e.pause_date else "",
                 "balc": format_fen(balance) if e.insutype == "310" else "0.00",
-                "cvlserv_flag": "1" if e.psn_type in CIVIL_SERVANT_TYPES else "0", "emp_name": "",
+                "cvlserv_flag": "1" if e.psn_type in CIVIL_SERVANT_TYPES else "0", "emp_name": e.emp_name or "",
             }
             for e in info.enrolments
             if e.end_date is None or e.end_date >= today

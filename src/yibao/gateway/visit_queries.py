@@ -92,10 +92,10 @@ def _visit_row(v: history.VisitRecord) -> dict[str, Any]:
     inpatient = v.inpatient
     return {
         "mdtrt_id": v.mdtrt_id, "psn_no": v.psn_no, "psn_cert_type": "01", "certno": v.certno,
-        "psn_name": v.psn_name, "gend": v.gend, "naty": "", "brdy": v.brdy.isoformat(), "age": v.age,
+        "psn_name": v.psn_name, "gend": v.gend, "naty": v.naty, "brdy": v.brdy.isoformat(), "age": v.age,
         "coner_name": "", "tel": "", "insutype": v.insutype, "psn_type": v.psn_type, "maf_psn_flag": "",
         "cvlserv_flag": v.cvlserv_flag, "flxempe_flag": v.flxempe_flag, "nwb_flag": "", "insu_optins": v.insu_admdvs,
-        "emp_name": "", "begntime": v.begntime, "endtime": v.endtime, "mdtrt_cert_type": v.mdtrt_cert_type,
+        "emp_name": v.emp_name, "begntime": v.begntime, "endtime": v.endtime, "mdtrt_cert_type": v.mdtrt_cert_type,
         "med_type": v.med_type, "ars_year_ipt_flag": "", "pre_pay_flag": "", "ipt_otp_no": v.ipt_otp_no,
         "medrcdno": "", "atddr_no": "", "chfpdr_name": "", "adm_dept_codg": "", "adm_dept_name": "", "adm_bed": "",
         "dscg_maindiag_code": "", "dscg_maindiag_name": "", "dscg_dept_codg": "", "dscg_dept_name": "",

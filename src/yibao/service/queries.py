@@ -284,7 +284,7 @@ def annual_statement(db: Engine, psn_no: str, year: int) -> dict[str, Any]:
 def explain_settlement(db: Engine, setl_id: str, lang: str = "zh") -> dict[str, Any]:
     """Re-explain a stored settlement: its trace in plain language, with the policy version used."""
     if lang not in ("zh", "en"):
-        raise RequestError("lang", "must be zh or en")
+        raise RequestError("lang", f"须为 zh 或 en, 收到 {str(lang)[:40]!r}")
 
     def work(conn: Connection) -> dict[str, Any]:
         row = repo.get_settlement(conn, setl_id)

@@ -15,12 +15,14 @@ the failure counts towards the lock, as at settlement.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
+from importlib import resources
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, insert, or_, select, update
@@ -230,6 +232,7 @@ class PersonRecord:
     gend: str
     brdy: dt.date
     admdvs: str
+    naty: str | None = None  # 民族 (GB/T 3304), None when not recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,7 @@ class EnrolmentRecord:
     pause_date: dt.date | None
     end_date: dt.date | None
     waiting_until: dt.date | None
+    emp_name: str | None = None  # 单位名称, None when not recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +311,7 @@ def _institution(row: Any) -> InstitutionRecord:
 
 
 def _person(row: Any) -> PersonRecord:
-    return PersonRecord(row.psn_no, row.name, row.certno, row.gend, row.brdy, row.admdvs)
+    return PersonRecord(row.psn_no, row.name, row.certno, row.gend, row.brdy, row.admdvs, row.naty)
 
 
 def _enrolment(row: Any) -> EnrolmentRecord:
@@ -321,6 +325,7 @@ def _enrolment(row: Any) -> EnrolmentRecord:
         row.pause_date,
         row.end_date,
         row.waiting_until,
+        row.emp_name,
     )
 
 
@@ -486,6 +491,14 @@ def set_pin_by_terminal(db: Db, *, fixmedins_code: str, enabled: bool) -> Instit
 
 
 # -- persons --------------------------------------------------------------------------
+@cache
+def nationalities() -> dict[str, str]:
+    """民族 by GB/T 3304 code (01 汉族 …), as the national interface's ``naty`` carries them."""
+    path = resources.files("yibao").joinpath("data/dictionaries/naty.csv")
+    with path.open(encoding="utf-8") as handle:
+        return {row["code"]: row["name"] for row in csv.DictReader(handle)}
+
+
 def register_person(
     db: Db,
     *,
@@ -496,11 +509,15 @@ def register_person(
     clock: Clock,
     gend: str | None = None,
     brdy: dt.date | None = None,
+    naty: str | None = None,
 ) -> PersonRecord:
     """Register an insured person; gender and birth date come from the ID number (GB 11643).
 
-    Explicit ``gend`` / ``brdy`` are only checked against the ID number.
+    Explicit ``gend`` / ``brdy`` are only checked against the ID number; ``naty`` (民族) is a GB/T 3304 code.
     """
+    if naty is not None and naty not in nationalities():
+        raise fail("naty", f"不是 GB/T 3304 民族代码 (01 汉族 … 56 基诺族, 97 其他, 98 外国血统中国籍人士): "
+                   f"{str(naty)[:10]!r}")
     psn_no = need_psn_no(psn_no)
     name = need_text("name", name, max_len=64)
     if not isinstance(certno, str):
@@ -519,7 +536,7 @@ def register_person(
     if card.birth_date > clock().date():
         raise fail("certno", f"birth date {card.birth_date} is in the future", "CERTNO_INVALID")
     admdvs = need_text("admdvs", admdvs, max_len=6, pattern=_REGION_RE)
-    record = PersonRecord(psn_no, name, card.number, card.gend, card.birth_date, admdvs)
+    record = PersonRecord(psn_no, name, card.number, card.gend, card.birth_date, admdvs, naty)
 
     def work(conn: Connection) -> PersonRecord:
         existing_region(conn, admdvs, "admdvs")
@@ -530,7 +547,8 @@ def register_person(
             raise fail("certno", f"ID number already registered as person {other.psn_no}", "CERTNO_TAKEN")
         conn.execute(
             insert(persons).values(
-                psn_no=psn_no, name=name, certno=card.number, gend=card.gend, brdy=card.birth_date, admdvs=admdvs
+                psn_no=psn_no, name=name, certno=card.number, gend=card.gend, brdy=card.birth_date, admdvs=admdvs,
+                naty=naty,
             )
         )
         return record
@@ -641,6 +659,7 @@ def _insert_enrolment(conn: Connection, values: dict[str, Any]) -> EnrolmentReco
         None,
         None,
         values["waiting_until"],
+        values.get("emp_name"),
     )
 
 
@@ -662,6 +681,7 @@ def _enrol_in(
     begn_date: dt.date,
     admdvs: str | None,
     applied_on: dt.date,
+    emp_name: str | None = None,
 ) -> EnrolmentRecord:
     person = existing_person(conn, psn_no)
     region = admdvs if admdvs is not None else person.admdvs
@@ -703,6 +723,7 @@ def _enrol_in(
             "admdvs": region,
             "begn_date": start,
             "waiting_until": waiting,
+            "emp_name": emp_name,
         },
     )
 
@@ -717,8 +738,10 @@ def enrol(
     begn_date: dt.date,
     clock: Clock,
     admdvs: str | None = None,
+    emp_name: str | None = None,
 ) -> EnrolmentRecord:
-    """Enrol a person in a basic scheme from ``begn_date``; computes ``waiting_until``.
+    """Enrol a person in a basic scheme from ``begn_date``; computes ``waiting_until``. ``emp_name``: the
+    employer (单位名称) of an employee enrolment, as 1101 answers it.
 
     Employees (310) get their personal ledger accounts opened. A newborn enrolled
     in the resident scheme within ``newborn_grace_days`` of birth is covered from birth.
@@ -731,6 +754,8 @@ def enrol(
     start = need_date("begn_date", begn_date)
     if admdvs is not None:
         need_text("admdvs", admdvs, max_len=6, pattern=_REGION_RE)
+    if emp_name is not None:
+        emp_name = need_text("emp_name", emp_name, max_len=200)
 
     def work(conn: Connection) -> EnrolmentRecord:
         lock(conn, psn_no)
@@ -743,6 +768,7 @@ def enrol(
             begn_date=start,
             admdvs=admdvs,
             applied_on=clock().date(),
+            emp_name=emp_name,
         )
 
     return run(db, work)
@@ -816,6 +842,7 @@ def resume_enrolment(
                 "admdvs": row.admdvs,
                 "begn_date": day,
                 "waiting_until": waiting,
+                "emp_name": row.emp_name,
             },
         )
 

@@ -129,7 +129,8 @@ def _identity(cmd: SettleCommand, visit: rows.Visit, age: int) -> dict[str, Any]
     person, enrol, inst = visit.person, visit.enrolment, visit.institution
     assert person is not None and enrol is not None and inst is not None
     return {
-        "psn_name": person.name, "psn_cert_type": "01", "certno": person.certno, "gend": person.gend, "naty": "",
+        "psn_name": person.name, "psn_cert_type": "01", "certno": person.certno, "gend": person.gend,
+        "naty": person.naty,
         "brdy": person.brdy.isoformat(), "age": age, "cvlserv_flag": "1" if enrol.psn_type in CIVIL_SERVANT_TYPES
         else "0", "mdtrt_cert_type": cmd.credential.cert_type, "medins_setl_id": cmd.msgid[:30],
         "clr_optins": inst.admdvs, "clr_way": CLR_WAY_BY_ITEM,
@@ -262,12 +263,12 @@ class SettlementService:
         payload = dict(cmd.payload)
         try:
             begntime = payload.get("begntime")
-            if not isinstance(begntime, str) or len(begntime) < 10:
-                raise RequestError("begntime", "missing required value")
-            try:
-                date = dt.date.fromisoformat(begntime[:10])
-            except ValueError:
-                raise RequestError("begntime", f"not a date: {begntime!r}") from None
+            if begntime is None or (isinstance(begntime, str) and not begntime.strip()):
+                raise RequestError("begntime", "缺少必填字段")
+            date = _date_of(begntime)
+            if date is None:
+                shown = repr(begntime[:40]) if isinstance(begntime, str) else f"{type(begntime).__name__} 类型"
+                raise RequestError("begntime", f"不是合法日期 (yyyy-MM-dd 或 yyyy-MM-dd HH:mm:ss): {shown}")
         except RequestError:
             stored = None if replay is None else self._replay(conn, cmd.fixmedins_code, cmd.msgid, replay)
             if stored is not None:
@@ -681,6 +682,16 @@ def _moving_money(result: SettlementResult) -> SettlementResult:
             (Reason("ZERO_AMOUNT", "费用总额为 0, 无需结算: 零金额费用不产生结算, 也不计入就诊次数"),)
         )
     return result
+
+
+def _date_of(begntime: object) -> dt.date | None:
+    """The date part of ``begntime`` (``yyyy-MM-dd`` or ``yyyy-MM-dd HH:mm:ss``), None if it has none."""
+    if not isinstance(begntime, str) or len(begntime) < 10:
+        return None
+    try:
+        return dt.date.fromisoformat(begntime[:10])
+    except ValueError:
+        return None
 
 
 def _fen_to_json(request: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ..db import repository as repo
 from ..db.schema import settlements, visit_fees, visits
 from .credentials import Credential
 from .queries import _entitled_person, disease_name
-from .settlement import is_inpatient
+from .settlement import CIVIL_SERVANT_TYPES, is_inpatient
 from .uow import transact
 from .visits import VisitRefused
 
@@ -52,7 +52,7 @@ DRUG_ITEM_TYPES = ("09", "10", "11")
 #: list_type (目录类别) of a drug line by its med_chrgitm_type: 101 西药中成药, 102 中药饮片.
 _LIST_TYPE = {"09": "101", "11": "101", "10": "102"}
 #: psn_type (人员类别) codes of civil servants and of the flexibly employed.
-_CIVIL_SERVANT_TYPES = frozenset({"1102", "1202"})
+_CIVIL_SERVANT_TYPES = CIVIL_SERVANT_TYPES
 _FLEXIBLE_TYPES = frozenset({"1103", "1203"})
 #: Fields of a fee line as the institution uploaded it (2204) that 5205 answers as they were sent.
 UPLOADED_FIELDS = (
@@ -71,12 +71,14 @@ class VisitRecord:
     certno: str
     psn_name: str
     gend: str
+    naty: str  # 民族 (GB/T 3304), "" when not recorded
     brdy: dt.date
     age: int  # on the visit's first day
     insutype: str
     psn_type: str  # of the enrolment in force on the visit's first day ("" if none)
     cvlserv_flag: str  # "1" for psn_type 1102/1202 (公务员), else "0"
     flxempe_flag: str  # "1" for psn_type 1103/1203 (灵活就业), else "0"
+    emp_name: str  # the enrolment's employer (单位名称), "" when not recorded
     insu_admdvs: str  # the enrolment's region (参保机构医保区划)
     begntime: str
     endtime: str  # an outpatient visit's settlement time; "" while open and for admissions
@@ -212,9 +214,11 @@ def visits_of(
             last = ended.get(r.mdtrt_id)
             out.append(VisitRecord(
                 mdtrt_id=r.mdtrt_id, psn_no=psn_no, certno=person.certno, psn_name=person.name, gend=person.gend,
-                brdy=person.brdy, age=_age(person.brdy, day), insutype=r.insutype, psn_type=psn_type,
+                naty=person.naty or "", brdy=person.brdy, age=_age(person.brdy, day), insutype=r.insutype,
+                psn_type=psn_type,
                 cvlserv_flag="1" if psn_type in _CIVIL_SERVANT_TYPES else "0",
                 flxempe_flag="1" if psn_type in _FLEXIBLE_TYPES else "0",
+                emp_name=(enrol.emp_name or "") if enrol is not None else "",
                 insu_admdvs=enrol.admdvs if enrol is not None else "", begntime=r.begntime,
                 endtime=_text(last) if last is not None else "", mdtrt_cert_type=r.cert_type,
                 med_type=r.med_type, ipt_otp_no=r.ipt_otp_no, dise_codg=r.dise_codg or "",

@@ -15,11 +15,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from .catalog import Catalog, load_demo_catalog
-from .engine import Engine, parse_request
-from .errors import RequestError, SettlementRefused, YibaoError
-from .money import format_bp, format_fen
-from .policy import PolicyStore
+from ..catalog import Catalog, load_demo_catalog
+from ..engine import Engine, parse_request
+from ..errors import RequestError, SettlementRefused, YibaoError
+from ..money import format_bp, format_fen
+from ..policy import PolicyStore
 
 __all__ = ["app", "main"]
 
@@ -186,7 +186,7 @@ def demo_curl(
     fixmedins_code: Annotated[str, typer.Option("--fixmedins-code", help="A demo institution.")] = "H21060200001",
 ) -> None:
     """Print a one-line shell command: a signed 9001 sign-in against a running demo server (x-tif scheme)."""
-    from .service.apikeys import demo_key
+    from ..service.apikeys import demo_key
 
     if not (fixmedins_code.isascii() and fixmedins_code.isalnum() and len(fixmedins_code) <= 20):
         raise typer.BadParameter("an institution code of letters and digits", param_hint="--fixmedins-code")
@@ -209,8 +209,8 @@ def demo_curl(
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseOpt = None) -> None:
     """Create or migrate the database schema to the latest revision."""
-    from .db import database_url as resolve_url
-    from .db import make_engine, upgrade
+    from ..db import database_url as resolve_url
+    from ..db import make_engine, upgrade
 
     url = resolve_url(database_url)
     engine = make_engine(url, pool_size=2)
@@ -227,9 +227,9 @@ def db_purge_keys(
     ] = 48,
 ) -> None:
     """Forget stored Idempotency-Key answers of the /v1 API older than the given age (run it daily)."""
-    from .api.writes import purge_idempotency_keys
-    from .db import database_url as resolve_url
-    from .db import make_engine
+    from ..api.writes import purge_idempotency_keys
+    from ..db import database_url as resolve_url
+    from ..db import make_engine
 
     engine = make_engine(resolve_url(database_url), pool_size=2)
     removed = purge_idempotency_keys(engine, dt.datetime.now(), keep=dt.timedelta(hours=older_than_hours))
@@ -243,9 +243,9 @@ def db_seed_demo(
     count: Annotated[int, typer.Option("--count", min=10, max=100_000, help="Insured persons to create.")] = 1000,
 ) -> None:
     """Create the demo region (institutions, ~1,000 insured persons, families, filings) if empty."""
-    from .db import database_url as resolve_url
-    from .db import make_engine, upgrade
-    from .seed import seed_demo
+    from ..db import database_url as resolve_url
+    from ..db import make_engine, upgrade
+    from ..seed import seed_demo
 
     engine = make_engine(resolve_url(database_url), pool_size=2)
     upgrade(engine)
@@ -253,7 +253,7 @@ def db_seed_demo(
     for line in summary.lines():
         typer.echo(line)
     # Gateway keys of the demo institutions (published demo values, see docs/gateway.md).
-    from .service.apikeys import demo_key, issue_api_key
+    from ..service.apikeys import demo_key, issue_api_key
 
     for scheme, title in (("api", "_api_access_key / secret"), ("tif", "x-tif-paasid / token")):
         typer.echo(f"\ndemo gateway keys, {scheme} scheme ({title}):")
@@ -272,9 +272,9 @@ def institutions_pin_by_terminal(
     database_url: DatabaseOpt = None,
 ) -> None:
     """Whether an institution's PIN pads verify the settlement PIN (its 2206/2207 then carry no pin)."""
-    from .db import database_url as resolve_url
-    from .db import make_engine
-    from .service.registry import set_pin_by_terminal
+    from ..db import database_url as resolve_url
+    from ..db import make_engine
+    from ..service.registry import set_pin_by_terminal
 
     engine = make_engine(resolve_url(database_url), pool_size=2)
     try:
@@ -293,9 +293,9 @@ def keys_issue(
     database_url: DatabaseOpt = None,
 ) -> None:
     """Issue a gateway key to an institution and print it (the secret is shown this once)."""
-    from .db import database_url as resolve_url
-    from .db import make_engine
-    from .service.apikeys import issue_api_key
+    from ..db import database_url as resolve_url
+    from ..db import make_engine
+    from ..service.apikeys import issue_api_key
 
     engine = make_engine(resolve_url(database_url), pool_size=2)
     try:
@@ -314,9 +314,9 @@ def keys_revoke(
     database_url: DatabaseOpt = None,
 ) -> None:
     """Revoke a gateway key: refused by every server process within 30 s (their key cache)."""
-    from .db import database_url as resolve_url
-    from .db import make_engine
-    from .service.apikeys import revoke_api_key
+    from ..db import database_url as resolve_url
+    from ..db import make_engine
+    from ..service.apikeys import revoke_api_key
 
     engine = make_engine(resolve_url(database_url), pool_size=2)
     revoked = revoke_api_key(engine, access_key, clock=dt.datetime.now)
@@ -356,9 +356,9 @@ def serve(
 
     import uvicorn
 
-    from .api.ratelimit import TRUSTED_PROXIES_ENV, TrustedProxies
-    from .db import database_url as resolve_url
-    from .db import make_engine, upgrade
+    from ..api.ratelimit import TRUSTED_PROXIES_ENV, TrustedProxies
+    from ..db import database_url as resolve_url
+    from ..db import make_engine, upgrade
 
     try:
         proxies = TrustedProxies(trusted_proxy) if trusted_proxy else TrustedProxies.from_env()
@@ -398,9 +398,9 @@ def staff_add(
     """Create an agency staff account (the first admin, for one); the password is prompted for."""
     import os
 
-    from .api import create_staff
-    from .db import database_url as resolve_url
-    from .db import make_engine, upgrade
+    from ..api import create_staff
+    from ..db import database_url as resolve_url
+    from ..db import make_engine, upgrade
 
     password = os.environ.get("YIBAO_STAFF_PASSWORD") or typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True
